@@ -152,7 +152,7 @@ impl Bridge {
             }
             return;
         };
-        match ingress.try_send_to(&self.opened, self.codec_addr) {
+        match ingress.send_to(&self.opened, self.codec_addr) {
             Ok(_) => self.stats.received(len),
             Err(error) => {
                 self.stats.overload();
@@ -273,7 +273,8 @@ struct PeerTable {
 }
 
 struct Peer {
-    ingress: tokio::net::UdpSocket,
+    /// A non-blocking socket that only sends, so the standard library's suffices.
+    ingress: std::net::UdpSocket,
     ingress_addr: SocketAddr,
     last_seen: Instant,
     key: Option<GossipKey>,
@@ -287,7 +288,7 @@ impl PeerTable {
         peer: SocketAddr,
         key: Option<GossipKey>,
         now: Instant,
-    ) -> Option<&tokio::net::UdpSocket> {
+    ) -> Option<&std::net::UdpSocket> {
         if !self.by_peer.contains_key(&peer) {
             if self.by_peer.len() >= MAX_PEERS {
                 self.evict_idle(now);
@@ -344,11 +345,11 @@ impl PeerTable {
     }
 }
 
-/// Binds a socket on an ephemeral port of 127.0.0.1 without awaiting, so that it can be
-/// done inside a cancel-safe step.
-fn bind_loopback() -> io::Result<(tokio::net::UdpSocket, SocketAddr)> {
+/// Binds a non-blocking socket on an ephemeral port of 127.0.0.1 without awaiting, so
+/// that it can be done inside a cancel-safe step.
+fn bind_loopback() -> io::Result<(std::net::UdpSocket, SocketAddr)> {
     let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
     socket.set_nonblocking(true)?;
     let addr = socket.local_addr()?;
-    Ok((tokio::net::UdpSocket::from_std(socket)?, addr))
+    Ok((socket, addr))
 }
