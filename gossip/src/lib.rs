@@ -48,6 +48,7 @@ mod socket;
 mod stats;
 
 pub use catalog::{Catalog, CatalogEvent, Endpoint, InvalidStatus, Member, Service, Status};
+pub use chitchat;
 pub use config::GossipConfig;
 pub use generation::{GENERATION_FILE, next_generation};
 pub use membership::{

@@ -177,11 +177,59 @@ impl Membership {
         socket: Arc<dyn DatagramSocket>,
         keyring: Option<Keyring>,
     ) -> Result<Self, StartError> {
-        validate(&config)?;
         let gossip_addr = match config.advertise_addr {
             Some(addr) => addr,
             None => socket.local_addr().map_err(StartError::Socket)?,
         };
+        if keyring.is_none() {
+            tracing::warn!(
+                name = %config.name,
+                addr = %gossip_addr,
+                "gossip runs in OPEN MODE without a cluster key: anyone who can reach this address can read the cluster state and join it"
+            );
+        }
+        let stats = Arc::new(GossipStats::default());
+        let seal = Seal::new(
+            keyring.clone(),
+            &config.cluster_name,
+            config.max_datagram_bytes,
+        );
+        let transport = BridgeTransport::new(BridgeParts {
+            socket,
+            seal,
+            stats: stats.clone(),
+            warn_interval: config.warn_interval,
+        });
+        Self::start_inner(config, gossip_addr, &transport, keyring, stats).await
+    }
+
+    /// Starts over a chitchat transport of the caller's, which carries chitchat's
+    /// messages as they are: no seal, no byte counters, no loopback hop.
+    ///
+    /// This is for simulations on virtual time, where the sealed bridge's real loopback
+    /// sockets cannot run; a production member uses [`start`](Self::start). The member
+    /// gossips at `gossip_addr` as the transport knows it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`start`](Self::start).
+    pub async fn start_on_transport(
+        config: GossipConfig,
+        gossip_addr: SocketAddr,
+        transport: &dyn chitchat::transport::Transport,
+    ) -> Result<Self, StartError> {
+        let stats = Arc::new(GossipStats::default());
+        Self::start_inner(config, gossip_addr, transport, None, stats).await
+    }
+
+    async fn start_inner(
+        config: GossipConfig,
+        gossip_addr: SocketAddr,
+        transport: &dyn chitchat::transport::Transport,
+        keyring: Option<Keyring>,
+        stats: Arc<GossipStats>,
+    ) -> Result<Self, StartError> {
+        validate(&config)?;
         if gossip_addr.ip().is_unspecified() || gossip_addr.port() == 0 {
             return Err(StartError::InvalidConfig(format!(
                 "gossip address {gossip_addr} cannot be reached by others; set advertise_addr"
@@ -198,31 +246,11 @@ impl Membership {
                     source,
                 }
             })?;
-        if keyring.is_none() {
-            tracing::warn!(
-                name = %config.name,
-                addr = %gossip_addr,
-                "gossip runs in OPEN MODE without a cluster key: anyone who can reach this address can read the cluster state and join it"
-            );
-        }
-
-        let stats = Arc::new(GossipStats::default());
-        let seal = Seal::new(
-            keyring.clone(),
-            &config.cluster_name,
-            config.max_datagram_bytes,
-        );
-        let transport = BridgeTransport::new(BridgeParts {
-            socket,
-            seal,
-            stats: stats.clone(),
-            warn_interval: config.warn_interval,
-        });
         let chitchat_id = ChitchatId::new(config.name.clone(), generation, gossip_addr);
         let handle = spawn_chitchat(
             chitchat_config(&config, chitchat_id),
             initial_values(&config),
-            &transport,
+            transport,
         )
         .await
         .map_err(|error| StartError::Gossip(format!("{error:#}")))?;

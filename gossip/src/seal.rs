@@ -665,6 +665,42 @@ mod tests {
         ));
     }
 
+    /// Random and mutated datagrams never panic the opener, and only an unchanged sealed
+    /// datagram opens. The `open_datagram` fuzz target explores the same input space
+    /// with coverage guidance.
+    #[test]
+    fn random_and_mutated_datagrams_never_open() {
+        use rand::rngs::StdRng;
+        use rand::{RngExt, SeedableRng};
+
+        let seal = sealed_seal(b"secret");
+        let open = Seal::new(None, "test", MAX_UDP_PAYLOAD);
+        let mut valid = Vec::new();
+        seal.seal(
+            &b"a body long enough to be compressed ".repeat(20),
+            None,
+            &mut valid,
+        )
+        .unwrap();
+        let mut rng = StdRng::seed_from_u64(2026);
+        let mut out = Vec::new();
+        for round in 0..20_000 {
+            let datagram: Vec<u8> = if round % 2 == 0 {
+                let len = rng.random_range(0..200);
+                (0..len).map(|_| rng.random()).collect()
+            } else {
+                let mut mutated = valid.clone();
+                let index = rng.random_range(0..mutated.len());
+                mutated[index] ^= rng.random_range(1..=255u8);
+                mutated.truncate(rng.random_range(index..=mutated.len()).max(1));
+                mutated
+            };
+            assert!(seal.open(&datagram, &mut out).is_err(), "round {round}");
+            let _ = open.open(&datagram, &mut out);
+            assert!(out.len() <= MAX_UDP_PAYLOAD);
+        }
+    }
+
     #[test]
     fn debug_shows_fingerprint_only() {
         let key = GossipKey::from_bytes([7; 32]);

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use murmur_gossip::{GossipConfig, Keyring, MemoryNetwork, Membership, wait_for_catalog};
+use murmur_gossip::{GossipConfig, Keyring, Membership, MemoryNetwork, wait_for_catalog};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -38,7 +38,10 @@ async fn wait_for_view(member: &Membership, expected: &[String]) -> bool {
 }
 
 fn names(indexes: impl IntoIterator<Item = usize>) -> Vec<String> {
-    indexes.into_iter().map(|index| format!("n{index}")).collect()
+    indexes
+        .into_iter()
+        .map(|index| format!("n{index}"))
+        .collect()
 }
 
 #[tokio::test]
@@ -53,7 +56,11 @@ async fn converges_with_loss_and_delay() {
             wait_for_view(member, &everyone).await,
             "{} sees {:?}",
             member.name(),
-            member.catalog().members().map(|m| m.name.clone()).collect::<Vec<_>>()
+            member
+                .catalog()
+                .members()
+                .map(|m| m.name.clone())
+                .collect::<Vec<_>>()
         );
     }
 
@@ -61,8 +68,7 @@ async fn converges_with_loss_and_delay() {
     let mut watches: Vec<_> = members.iter().map(Membership::watch).collect();
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (member, watch) in members.iter().zip(watches.iter_mut()) {
-        while let Ok(Ok(event)) =
-            tokio::time::timeout(Duration::from_millis(1), watch.next()).await
+        while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(1), watch.next()).await
         {
             assert!(
                 !matches!(event, murmur_gossip::CatalogEvent::NodeDown(_)),

@@ -227,7 +227,11 @@ async fn restart_under_same_name_leaves_one_member() {
                 .is_some_and(|phoenix| phoenix.generation == third_generation)
         })
         .await;
-        assert!(found.is_some(), "{} never saw the third life", member.name());
+        assert!(
+            found.is_some(),
+            "{} never saw the third life",
+            member.name()
+        );
     }
 
     // For several more rounds nobody shows an older life or two entries.
@@ -308,7 +312,10 @@ async fn oversized_values_are_rejected_when_set() {
     let huge = Service::new("big", version.clone()).metadata("blob", "x".repeat(600));
     let error = member.set_service(huge).await.unwrap_err();
     assert!(matches!(error, SetError::ValueTooLarge { limit: 512, .. }));
-    assert!(error.to_string().contains("above the 512-byte limit"), "{error}");
+    assert!(
+        error.to_string().contains("above the 512-byte limit"),
+        "{error}"
+    );
 
     member
         .set_service(Service::new("a", version.clone()))
@@ -351,7 +358,9 @@ async fn oversized_values_are_rejected_when_set() {
 #[tokio::test]
 async fn total_state_limit_is_enforced() {
     let member = Membership::start(
-        config("solo", &[]).max_value_bytes(4_000).max_state_bytes(3_000),
+        config("solo", &[])
+            .max_value_bytes(4_000)
+            .max_state_bytes(3_000),
         bind("127.0.0.1").await,
         keyring(),
     )
@@ -376,7 +385,12 @@ async fn total_state_limit_is_enforced() {
 async fn wrong_key_and_other_cluster_stay_out() {
     let members = start_cluster(2, keyring()).await;
     let seed = members[0].gossip_addr();
-    let intruder = start("intruder", &[seed], Some(Keyring::from_cluster_key(b"wrong"))).await;
+    let intruder = start(
+        "intruder",
+        &[seed],
+        Some(Keyring::from_cluster_key(b"wrong")),
+    )
+    .await;
     let open = start("open", &[seed], None).await;
     let stranger = Membership::start(
         config("stranger", &[seed]).cluster_name("elsewhere"),
@@ -427,9 +441,13 @@ async fn bad_datagrams_are_dropped_and_counted() {
     .seal(b"replayed", None, &mut sealed_elsewhere)
     .unwrap();
     let mut sealed_unknown_key = Vec::new();
-    murmur_gossip::Seal::new(Some(Keyring::from_cluster_key(b"unknown")), "murmur", 65_507)
-        .seal(b"forged", None, &mut sealed_unknown_key)
-        .unwrap();
+    murmur_gossip::Seal::new(
+        Some(Keyring::from_cluster_key(b"unknown")),
+        "murmur",
+        65_507,
+    )
+    .seal(b"forged", None, &mut sealed_unknown_key)
+    .unwrap();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", b"\x00\x01garbage bytes".to_vec()),
