@@ -235,17 +235,19 @@ impl Membership {
                 "gossip address {gossip_addr} cannot be reached by others; set advertise_addr"
             )));
         }
-        let generation =
-            next_generation(config.data_dir.as_deref(), SystemTime::now()).map_err(|source| {
-                StartError::Generation {
+        let generation = match config.generation {
+            Some(generation) => generation,
+            None => next_generation(config.data_dir.as_deref(), SystemTime::now()).map_err(
+                |source| StartError::Generation {
                     dir: config
                         .data_dir
                         .as_deref()
                         .map(|dir| dir.display().to_string())
                         .unwrap_or_default(),
                     source,
-                }
-            })?;
+                },
+            )?,
+        };
         let chitchat_id = ChitchatId::new(config.name.clone(), generation, gossip_addr);
         let handle = spawn_chitchat(
             chitchat_config(&config, chitchat_id),
