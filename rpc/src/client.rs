@@ -1,0 +1,350 @@
+//! The caller's side of one call's stream, for all four call shapes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::trace;
+
+use crate::config::RpcConfig;
+use crate::context::CallOptions;
+use crate::frame::{Frame, FrameKind};
+use crate::message::Message;
+use crate::stats::Counters;
+use crate::status::{Code, Status};
+use crate::stream::{
+    FrameReader, FrameWriter, ReadFailure, RecvHalf, SendHalf, is_stopped,
+    status_from_frame_error, status_from_io,
+};
+use crate::streaming::{RequestSink, Side, Streaming};
+use crate::wire::{Head, Trail};
+
+/// One call's stream, seen from the caller: a fresh bidirectional stream that carries
+/// exactly one call.
+///
+/// [`Endpoint`](crate::Endpoint) opens these on its QUIC connections. Build one with
+/// [`new`](Self::new) to make a call over another transport, such as a libp2p stream or
+/// an in-memory pipe.
+pub struct CallStream {
+    reader: FrameReader,
+    writer: FrameWriter,
+    counters: Arc<Counters>,
+}
+
+impl CallStream {
+    /// Wraps any byte stream pair, applying `config`'s frame limits.
+    ///
+    /// Such transports cannot reset a stream, so dropping a call only shuts down `writer`;
+    /// the server notices when its next write fails.
+    pub fn new<R, W>(reader: R, writer: W, config: &RpcConfig) -> CallStream
+    where
+        R: AsyncRead + Send + 'static,
+        W: AsyncWrite + Send + 'static,
+    {
+        CallStream::from_parts(
+            FrameReader::new(RecvHalf::Io(Box::pin(reader)), config),
+            FrameWriter::new(SendHalf::Io(Box::pin(writer)), config),
+            Arc::new(Counters::default()),
+        )
+    }
+
+    pub(crate) fn from_parts(
+        reader: FrameReader,
+        writer: FrameWriter,
+        counters: Arc<Counters>,
+    ) -> CallStream {
+        Counters::add(&counters.calls_made);
+        CallStream {
+            reader,
+            writer,
+            counters,
+        }
+    }
+
+    /// Makes a unary call: sends one request and returns the one reply.
+    ///
+    /// # Errors
+    ///
+    /// The server's status, `DeadlineExceeded` when the deadline in `options` passes, and
+    /// the statuses of transport and protocol failures.
+    pub async fn unary<Req: Message, Resp: Message>(
+        self,
+        service: &str,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<Resp, Status> {
+        let deadline = options.deadline();
+        with_deadline(deadline, self.unary_within(service, method, request, options)).await
+    }
+
+    /// Starts a server-streaming call: sends one request and returns the stream of replies.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceExhausted` when the head or request is over a limit, `DeadlineExceeded`
+    /// when the deadline has passed, and transport failures while sending.
+    pub async fn server_streaming<Req: Message, Resp: Message>(
+        mut self,
+        service: &str,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<Streaming<Resp>, Status> {
+        let deadline = options.deadline();
+        self.push_head(service, method, options)?;
+        self.writer.push_message(request)?;
+        let sent = with_deadline(deadline, async {
+            self.writer
+                .finish()
+                .await
+                .or_else(|error| ignore_stopped(&error))
+        })
+        .await;
+        sent?;
+        Ok(self.into_reply_stream(deadline))
+    }
+
+    /// Starts a client-streaming call: returns a [`ClientStreaming`] to send requests on
+    /// and then await the one reply.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceExhausted` when the head is over the head limit, `DeadlineExceeded` when
+    /// the deadline has passed, and transport failures while sending the head.
+    pub async fn client_streaming<Req: Message, Resp: Message>(
+        self,
+        service: &str,
+        method: &str,
+        options: CallOptions,
+    ) -> Result<ClientStreaming<Req, Resp>, Status> {
+        let (requests, replies) = self.bidi_streaming(service, method, options).await?;
+        Ok(ClientStreaming { requests, replies })
+    }
+
+    /// Starts a bidirectional call: returns the sink for requests and the stream of
+    /// replies, to use in any order or from two tasks.
+    ///
+    /// # Errors
+    ///
+    /// As for [`client_streaming`](Self::client_streaming).
+    pub async fn bidi_streaming<Req: Message, Resp: Message>(
+        mut self,
+        service: &str,
+        method: &str,
+        options: CallOptions,
+    ) -> Result<(RequestSink<Req>, Streaming<Resp>), Status> {
+        let deadline = options.deadline();
+        self.push_head(service, method, options)?;
+        with_deadline(deadline, async {
+            self.writer.flush().await.map_err(|error| status_from_io(&error))
+        })
+        .await?;
+
+        let replies = Streaming::new(self.reader, Side::Reply, deadline, self.counters, None);
+        let requests = RequestSink::new(self.writer, deadline);
+        Ok((requests, replies))
+    }
+
+    async fn unary_within<Req: Message, Resp: Message>(
+        mut self,
+        service: &str,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<Resp, Status> {
+        let deadline = options.deadline();
+        self.push_head(service, method, options)?;
+        self.writer.push_message(request)?;
+
+        // A server that rejects the call stops reading, so the write fails; its reply then
+        // carries the reason.
+        let sent = self.writer.finish().await;
+        let write_status = match &sent {
+            Ok(()) => None,
+            Err(error) if is_stopped(error) => Some(status_from_io(error)),
+            Err(error) => return Err(past_deadline_or(deadline, status_from_io(error))),
+        };
+
+        match self.read_unary_reply::<Resp>().await {
+            Ok(reply) => Ok(reply),
+            Err(status) if status.code() == Code::Unavailable || status.code() == Code::Cancelled => {
+                Err(past_deadline_or(deadline, write_status.unwrap_or(status)))
+            }
+            Err(status) => Err(status),
+        }
+    }
+
+    async fn read_unary_reply<Resp: Message>(&mut self) -> Result<Resp, Status> {
+        let mut body: Option<Bytes> = None;
+        loop {
+            match self.reader.next_frame().await {
+                Ok(Some(Frame {
+                    kind: FrameKind::Data,
+                    body: data,
+                })) => {
+                    if body.replace(data).is_some() {
+                        Counters::add(&self.counters.unexpected_frames);
+                        return Err(Status::internal("unary reply has more than one message"));
+                    }
+                }
+                Ok(Some(Frame {
+                    kind: FrameKind::Trail,
+                    body: trail,
+                })) => {
+                    Trail::decode(&trail)?.into_result()?;
+                    let Some(body) = body else {
+                        return Err(Status::internal("unary reply has no message"));
+                    };
+                    trace!(len = body.len(), "reply received");
+                    return Resp::decode(body).map_err(|status| Status::internal(status.message()));
+                }
+                Ok(Some(Frame {
+                    kind: FrameKind::Head,
+                    ..
+                })) => {
+                    Counters::add(&self.counters.unexpected_frames);
+                    return Err(Status::internal("unexpected head frame in a reply"));
+                }
+                Ok(None) => return Err(Status::internal("the reply ended without a trail frame")),
+                Err(ReadFailure::Frame(error)) => {
+                    self.counters.count_frame_error(&error);
+                    return Err(status_from_frame_error(&error));
+                }
+                Err(ReadFailure::Stream(error)) => return Err(status_from_io(&error)),
+            }
+        }
+    }
+
+    fn push_head(&mut self, service: &str, method: &str, options: CallOptions) -> Result<(), Status> {
+        let (deadline, metadata, traceparent) = options.into_parts();
+        let mut head = Head::new(service, method);
+        if let Some(deadline) = deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Status::deadline_exceeded("deadline passed before the call was sent"));
+            }
+            head.timeout_us = Some(u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX));
+        }
+        head.metadata = metadata;
+        head.traceparent = traceparent;
+        trace!(service, method, "call sent");
+        self.writer.push_head(&head)
+    }
+
+    fn into_reply_stream<Resp: Message>(self, deadline: Option<Instant>) -> Streaming<Resp> {
+        Streaming::new(self.reader, Side::Reply, deadline, self.counters, None)
+    }
+}
+
+impl fmt::Debug for CallStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallStream").finish_non_exhaustive()
+    }
+}
+
+/// A client-streaming call in progress: send requests, then [`finish`](Self::finish) to
+/// receive the reply.
+///
+/// Dropping it before `finish` resets the stream, and the server cancels the call.
+pub struct ClientStreaming<Req, Resp> {
+    requests: RequestSink<Req>,
+    replies: Streaming<Resp>,
+}
+
+impl<Req: Message, Resp: Message> ClientStreaming<Req, Resp> {
+    /// Sends one request message.
+    ///
+    /// # Errors
+    ///
+    /// The server's status when it ended the call early, for example because a frame was
+    /// over its limit, and otherwise the errors of [`RequestSink::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`RequestSink::send`].
+    pub async fn send(&mut self, request: &Req) -> Result<(), Status> {
+        match self.requests.send(request).await {
+            Ok(()) => Ok(()),
+            Err(status) => Err(self.server_status_or(status).await),
+        }
+    }
+
+    /// Ends the request stream and waits for the reply.
+    ///
+    /// # Errors
+    ///
+    /// The server's status, `DeadlineExceeded`, and transport and protocol failures.
+    pub async fn finish(mut self) -> Result<Resp, Status> {
+        if let Err(status) = self.requests.finish().await {
+            return Err(self.server_status_or(status).await);
+        }
+        let reply = self.replies.message().await?;
+        let Some(reply) = reply else {
+            return Err(Status::internal("client-streaming reply has no message"));
+        };
+        match self.replies.message().await? {
+            None => Ok(reply),
+            Some(_) => Err(Status::internal(
+                "client-streaming reply has more than one message",
+            )),
+        }
+    }
+
+    /// Returns the status in the server's reply when the server stopped reading, because
+    /// that says why; otherwise returns `local`.
+    async fn server_status_or(&mut self, local: Status) -> Status {
+        if local.code() != Code::Aborted && local.code() != Code::Cancelled {
+            return local;
+        }
+        loop {
+            match self.replies.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return local,
+                Err(status) => return status,
+            }
+        }
+    }
+}
+
+impl<Req, Resp> fmt::Debug for ClientStreaming<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientStreaming").finish_non_exhaustive()
+    }
+}
+
+/// Runs `future` until `deadline`, returning `DeadlineExceeded` if it passes first.
+pub(crate) async fn with_deadline<T>(
+    deadline: Option<Instant>,
+    future: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match deadline {
+        None => future.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline, future).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::deadline_exceeded("call deadline exceeded")),
+        },
+    }
+}
+
+/// Reports a failure as `DeadlineExceeded` when the deadline has passed, since the server
+/// resets calls at their deadline and that reset may arrive before the local timer fires.
+fn past_deadline_or(deadline: Option<Instant>, status: Status) -> Status {
+    match deadline {
+        Some(deadline) if Instant::now() >= deadline => {
+            Status::deadline_exceeded("call deadline exceeded")
+        }
+        _ => status,
+    }
+}
+
+/// Treats a write to a stream the server stopped reading as sent: the reply says why.
+fn ignore_stopped(error: &std::io::Error) -> Result<(), Status> {
+    if is_stopped(error) {
+        Ok(())
+    } else {
+        Err(status_from_io(error))
+    }
+}
