@@ -96,6 +96,7 @@ struct Shared {
     router: Router,
     counters: Arc<Counters>,
     pool: Pool,
+    node_id: NodeId,
 }
 
 /// Closes the QUIC endpoint when the last [`Endpoint`] clone is dropped. Connection tasks
@@ -157,6 +158,7 @@ impl Endpoint {
             router,
             counters,
             pool: Pool::default(),
+            node_id: identity.node_id(),
         });
 
         let local_addr = quinn.local_addr().unwrap_or(addr);
@@ -185,6 +187,21 @@ impl Endpoint {
     /// The operating system's error if the socket's address cannot be read.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.quinn.local_addr()
+    }
+
+    /// Returns this node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// Returns the [`Peer`] by which other nodes on this host reach this endpoint: its
+    /// bound address and node id.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error if the socket's address cannot be read.
+    pub fn peer(&self) -> io::Result<Peer> {
+        Ok(Peer::new(self.local_addr()?, self.shared.node_id))
     }
 
     /// Returns the router whose handlers this endpoint serves; register handlers on it at
@@ -334,6 +351,7 @@ impl Shared {
             Status::new(status.code(), format!("failed to connect to {peer}: {}", status.message()))
         })?;
         debug!(peer = %peer.node_id, addr = %peer.addr, "connected");
+        Counters::add(&self.counters.connections_opened);
 
         self.pool.insert(peer, connection.clone());
         self.spawn_connection(peer, connection.clone());
@@ -390,6 +408,7 @@ impl Shared {
 
         let peer = Peer::new(remote, node_id);
         debug!(peer = %node_id, addr = %remote, "accepted a connection");
+        Counters::add(&self.counters.connections_accepted);
         self.pool.offer(peer, connection.clone());
         self.spawn_connection(peer, connection);
     }

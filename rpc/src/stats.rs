@@ -33,6 +33,10 @@ pub struct Stats {
     pub truncated_frames: u64,
     /// Incoming connections whose TLS handshake failed or whose peer had no node id.
     pub handshakes_rejected: u64,
+    /// Connections this endpoint opened to other nodes.
+    pub connections_opened: u64,
+    /// Connections other nodes opened to this endpoint.
+    pub connections_accepted: u64,
 }
 
 /// The live counters behind [`Stats`], shared by the router, the endpoint and every call.
@@ -51,6 +55,8 @@ pub(crate) struct Counters {
     pub(crate) unexpected_frames: AtomicU64,
     pub(crate) truncated_frames: AtomicU64,
     pub(crate) handshakes_rejected: AtomicU64,
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) connections_accepted: AtomicU64,
     malformed_requests: AtomicU64,
 }
 
@@ -95,6 +101,8 @@ impl Counters {
             unexpected_frames: read(&self.unexpected_frames),
             truncated_frames: read(&self.truncated_frames),
             handshakes_rejected: read(&self.handshakes_rejected),
+            connections_opened: read(&self.connections_opened),
+            connections_accepted: read(&self.connections_accepted),
         }
     }
 }
