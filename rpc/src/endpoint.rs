@@ -145,7 +145,11 @@ impl Endpoint {
         client_config.transport_config(transport);
 
         let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &identity.stateless_reset_key());
-        let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        let cid_key = identity.connection_id_key();
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
         let socket = std::net::UdpSocket::bind(addr).map_err(|source| BindError::Io { addr, source })?;
         let quinn = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
             .map_err(|source| BindError::Io { addr, source })?;

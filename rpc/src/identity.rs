@@ -221,6 +221,17 @@ impl Identity {
         blake3::derive_key("murmur rpc stateless reset key v1", &self.pkcs8)
     }
 
+    /// Derives the key that quinn uses to mark the connection ids it issues. Like the
+    /// reset key it is stable across restarts: a restarted endpoint must accept the old
+    /// connection ids as its own, or it drops their packets instead of answering them with
+    /// a stateless reset.
+    pub(crate) fn connection_id_key(&self) -> u64 {
+        let key = blake3::derive_key("murmur rpc connection id key v1", &self.pkcs8);
+        u64::from_le_bytes([
+            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+        ])
+    }
+
     fn from_key_pair(key_pair: &KeyPair) -> Identity {
         let mut public_key = [0u8; 32];
         public_key.copy_from_slice(key_pair.public_key_raw());

@@ -244,6 +244,7 @@ impl Router {
                 reader,
                 writer,
                 counters: self.inner.counters.clone(),
+                cancellation: cancellation.clone(),
             };
             self.run(handler.call(context, call), deadline, stopped, cancellation)
                 .await;
@@ -383,6 +384,7 @@ struct ServerCall {
     reader: FrameReader,
     writer: FrameWriter,
     counters: Arc<Counters>,
+    cancellation: CancellationToken,
 }
 
 impl ServerCall {
@@ -422,7 +424,11 @@ impl ServerCall {
                 self.counters.count_frame_error(&error);
                 Err(status_from_frame_error(&error))
             }
-            Err(ReadFailure::Stream(error)) => Err(crate::stream::status_from_io(&error)),
+            Err(ReadFailure::Stream(error)) => {
+                // The caller reset the stream or the connection is gone: the call is abandoned.
+                self.cancellation.cancel();
+                Err(crate::stream::status_from_io(&error))
+            }
         }
     }
 
@@ -434,7 +440,8 @@ impl ServerCall {
             None,
             self.counters,
             Some(failure.clone()),
-        );
+        )
+        .cancel_on_loss(self.cancellation);
         (streaming, self.writer, failure)
     }
 }

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, ready};
 use futures_core::Stream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 use crate::frame::FrameKind;
 use crate::message::Message;
@@ -52,6 +53,7 @@ pub struct Streaming<T> {
     trailers: Option<Metadata>,
     counters: Arc<Counters>,
     failure: Option<Arc<OnceLock<Status>>>,
+    cancellation: Option<CancellationToken>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -71,8 +73,16 @@ impl<T: Message> Streaming<T> {
             trailers: None,
             counters,
             failure,
+            cancellation: None,
             _message: PhantomData,
         }
+    }
+
+    /// Cancels `cancellation` when the sender resets the stream or the connection is lost,
+    /// which on a request stream means the caller abandoned the call.
+    pub(crate) fn cancel_on_loss(mut self, cancellation: CancellationToken) -> Streaming<T> {
+        self.cancellation = Some(cancellation);
+        self
     }
 
     /// Receives the next message, or `None` once the stream has ended successfully.
@@ -132,6 +142,9 @@ impl<T: Message> Streaming<T> {
                 Err(self.fail(status, stream_code::PROTOCOL_ERROR))
             }
             Err(ReadFailure::Stream(error)) => {
+                if let Some(cancellation) = &self.cancellation {
+                    cancellation.cancel();
+                }
                 let status = status_from_io(&error);
                 Err(self.fail(status, stream_code::CANCELLED))
             }
