@@ -296,7 +296,7 @@ impl<Req: Message, Resp: Message> ClientStreaming<Req, Resp> {
     /// Returns the status in the server's reply when the server stopped reading, because
     /// that says why; otherwise returns `local`.
     async fn server_status_or(&mut self, local: Status) -> Status {
-        if local.code() != Code::Aborted && local.code() != Code::Cancelled {
+        if !self.requests.stopped_by_server() {
             return local;
         }
         loop {

@@ -314,6 +314,12 @@ impl Endpoint {
         ))
     }
 
+    /// Returns the live connection to `peer`, connecting first if needed.
+    #[cfg(test)]
+    pub(crate) async fn connection(&self, peer: Peer) -> Result<quinn::Connection, Status> {
+        self.shared.connection(peer).await
+    }
+
     /// Closes every connection at once, failing the calls on them, and waits until the
     /// peers have been told or the idle timeout passed.
     pub async fn close(&self) {

@@ -40,7 +40,7 @@ impl NodeId {
     }
 
     /// Creates an id from its 32 bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> NodeId {
+    pub const fn from_bytes(bytes: [u8; 32]) -> NodeId {
         NodeId(bytes)
     }
 
@@ -103,6 +103,20 @@ impl FromStr for NodeId {
             .try_into()
             .map_err(|_| error("expected 52 base32 characters"))?;
         Ok(NodeId(bytes))
+    }
+}
+
+impl serde::Serialize for NodeId {
+    /// Serializes the id as its 52-character text form, in every format.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<NodeId, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -346,6 +360,15 @@ mod tests {
         let upper = NodeId::from_public_key(&[1; 32]).to_string().to_uppercase();
         let error = upper.parse::<NodeId>().unwrap_err();
         assert!(error.to_string().contains("a-z and 2-7"), "{error}");
+    }
+
+    #[test]
+    fn node_id_serializes_as_text() {
+        let id = NodeId::from_public_key(&[9; 32]);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<NodeId>("\"nope\"").is_err());
     }
 
     #[test]

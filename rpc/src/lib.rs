@@ -32,6 +32,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(test)]
+mod bad_input_tests;
 mod client;
 mod config;
 mod context;

@@ -321,6 +321,7 @@ pub struct RequestSink<T> {
     writer: FrameWriter,
     deadline: Option<Instant>,
     state: SinkState,
+    stopped_by_server: bool,
     _message: PhantomData<fn(T)>,
 }
 
@@ -336,8 +337,15 @@ impl<T: Message> RequestSink<T> {
             writer,
             deadline,
             state: SinkState::Open,
+            stopped_by_server: false,
             _message: PhantomData,
         }
+    }
+
+    /// Returns whether a write failed because the server stopped reading, in which case
+    /// its reply carries the reason.
+    pub(crate) fn stopped_by_server(&self) -> bool {
+        self.stopped_by_server
     }
 
     /// Sends one request message, waiting while QUIC flow control holds it back.
@@ -410,6 +418,7 @@ impl<T: Message> RequestSink<T> {
             None => write.await,
         };
         written.map_err(|error| {
+            self.stopped_by_server = is_stopped(&error);
             let status = status_from_io(&error);
             self.state = SinkState::Failed(status.clone());
             status
