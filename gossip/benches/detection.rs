@@ -83,9 +83,11 @@ async fn murmur_trial(profile: fn(String) -> GossipConfig) -> Duration {
     drop(victim);
     for member in &members {
         let mut updates = member.catalog_updates();
-        wait_for_catalog(&mut updates, GIVE_UP, |catalog| catalog.member(&name).is_none())
-            .await
-            .expect("killed member never reported down");
+        wait_for_catalog(&mut updates, GIVE_UP, |catalog| {
+            catalog.member(&name).is_none()
+        })
+        .await
+        .expect("killed member never reported down");
     }
     killed_at.elapsed()
 }

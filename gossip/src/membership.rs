@@ -37,7 +37,9 @@ pub const MAX_NAME_BYTES: usize = 64;
 /// silence through failure detection. [`leave`](Self::leave) is the graceful way out.
 pub struct Membership {
     config: GossipConfig,
-    chitchat: Option<ChitchatHandle>,
+    chitchat: Arc<Mutex<chitchat::Chitchat>>,
+    /// Taken by `leave` or on drop, to stop the gossip task.
+    handle: std::sync::Mutex<Option<ChitchatHandle>>,
     generation: u64,
     gossip_addr: SocketAddr,
     catalog: watch::Receiver<Arc<Catalog>>,
@@ -279,7 +281,8 @@ impl Membership {
 
         Ok(Self {
             config,
-            chitchat: Some(handle),
+            chitchat: handle.chitchat(),
+            handle: std::sync::Mutex::new(Some(handle)),
             generation,
             gossip_addr,
             catalog,
@@ -444,16 +447,26 @@ impl Membership {
     }
 
     /// Advertises `leaving`, waits [`GossipConfig::leave_propagation`] for it to spread,
-    /// then stops. Others drop this member from their catalogs as soon as they see it.
-    pub async fn leave(mut self) {
+    /// then stops gossiping. Others drop this member from their catalogs as soon as they
+    /// see it. Calling it again does nothing; later changes to the local state are kept
+    /// but no longer sent.
+    pub async fn leave(&self) {
+        let Some(handle) = self.take_handle() else {
+            return;
+        };
         self.set_status(Status::Leaving).await;
         tokio::time::sleep(self.config.leave_propagation).await;
-        if let Some(handle) = self.chitchat.take() {
-            if let Err(error) = handle.shutdown().await {
-                tracing::debug!(%error, "gossip stopped with an error");
-            }
+        if let Err(error) = handle.shutdown().await {
+            tracing::debug!(%error, "gossip stopped with an error");
         }
         tracing::info!(name = %self.config.name, "left the cluster");
+    }
+
+    fn take_handle(&self) -> Option<ChitchatHandle> {
+        self.handle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     async fn set_value(&self, key: &str, value: &str) -> Result<(), SetError> {
@@ -482,12 +495,7 @@ impl Membership {
     }
 
     async fn with_self_state<T>(&self, change: impl FnOnce(&mut NodeState) -> T) -> T {
-        let chitchat = match &self.chitchat {
-            Some(handle) => handle.chitchat(),
-            // Only `leave` takes the handle, and it consumes `self`.
-            None => unreachable!("membership used after leave"),
-        };
-        let mut guard = chitchat.lock().await;
+        let mut guard = self.chitchat.lock().await;
         change(guard.self_node_state())
     }
 }
@@ -495,7 +503,7 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         self.catalog_task.abort();
-        if let Some(handle) = self.chitchat.take() {
+        if let Some(handle) = self.take_handle() {
             let _ = handle.initiate_shutdown();
         }
     }

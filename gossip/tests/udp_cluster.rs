@@ -157,7 +157,7 @@ async fn leaving_member_is_dropped_at_once() {
     }
     let leaving = members.pop().unwrap();
     let started = Instant::now();
-    let leave = tokio::spawn(leaving.leave());
+    let leave = tokio::spawn(async move { leaving.leave().await });
     for member in &members {
         wait_for_members(member, &["m0", "m1"]).await;
     }

@@ -62,9 +62,9 @@ impl ClusterKey {
         let mut bytes = [0u8; CLUSTER_KEY_BYTES];
         for (index, pair) in text.as_bytes().chunks(2).enumerate() {
             let digit = |byte: u8| {
-                (byte as char)
-                    .to_digit(16)
-                    .ok_or_else(|| invalid(format!("{:?} is not a hexadecimal digit", byte as char)))
+                (byte as char).to_digit(16).ok_or_else(|| {
+                    invalid(format!("{:?} is not a hexadecimal digit", byte as char))
+                })
             };
             bytes[index] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
         }
@@ -115,7 +115,9 @@ mod tests {
 
     #[test]
     fn wrong_length_names_the_source_and_length() {
-        let error = ClusterKey::parse("abcd", "key.txt").unwrap_err().to_string();
+        let error = ClusterKey::parse("abcd", "key.txt")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("key.txt"), "{error}");
         assert!(error.contains("4 characters"), "{error}");
         assert!(error.contains("murmur keygen"), "{error}");
@@ -138,6 +140,9 @@ mod tests {
 
     #[test]
     fn debug_hides_the_key() {
-        assert_eq!(format!("{:?}", ClusterKey::generate()), "ClusterKey(hidden)");
+        assert_eq!(
+            format!("{:?}", ClusterKey::generate()),
+            "ClusterKey(hidden)"
+        );
     }
 }

@@ -241,7 +241,9 @@ impl RetryBudget {
 
     /// Takes one retry from the budget if there is one.
     pub fn try_withdraw(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last_refill).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.last_refill)
+            .as_secs_f64();
         self.last_refill = now;
         self.balance = (self.balance + elapsed * self.per_second).min(self.max_balance);
         if self.balance >= 1.0 {
@@ -442,6 +444,11 @@ mod tests {
     #[test]
     fn balancer_names_parse() {
         assert_eq!("round-robin".parse(), Ok(Balancer::RoundRobin));
-        assert!("fastest".parse::<Balancer>().unwrap_err().contains("fastest"));
+        assert!(
+            "fastest"
+                .parse::<Balancer>()
+                .unwrap_err()
+                .contains("fastest")
+        );
     }
 }
