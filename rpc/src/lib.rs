@@ -61,7 +61,7 @@ pub use frame::{
 pub use identity::{Identity, IdentityError, KEY_FILE_NAME, NODE_ID_TEXT_LEN, NodeId, ParseNodeIdError};
 pub use message::{Message, Raw};
 pub use metadata::Metadata;
-pub use server::Router;
+pub use server::{ANY_METHOD, Router};
 pub use stats::Stats;
 pub use status::{Code, Status};
 pub use streaming::{ReplySink, RequestSink, Streaming};

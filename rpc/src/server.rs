@@ -29,6 +29,11 @@ use crate::stream::{
 use crate::streaming::{ReplySink, ReturnedWriter, Side, Streaming};
 use crate::wire::{Head, Trail, kind_name};
 
+/// The method name that registers a fallback: its handler serves every method of the
+/// service that has no handler of its own, and reads the method asked for from
+/// [`Context::method`]. A sidecar that forwards any method uses it.
+pub const ANY_METHOD: &str = "*";
+
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// The handlers a node serves, by service and method.
@@ -331,7 +336,12 @@ impl Router {
     }
 
     fn handler(&self, service: &str, method: &str) -> Option<Arc<dyn Handler>> {
-        self.read_services().get(service)?.get(method).cloned()
+        let services = self.read_services();
+        let methods = services.get(service)?;
+        methods
+            .get(method)
+            .or_else(|| methods.get(ANY_METHOD))
+            .cloned()
     }
 
     fn insert(&self, service: &str, method: &str, handler: impl Handler) -> &Router {
