@@ -4,26 +4,38 @@
 use bytes::BytesMut;
 
 use crate::frame::{FrameDecoder, FrameKind, encode_frame};
-use crate::{CallOptions, Code, Endpoint, Identity, Peer, RpcConfig, Stats, Status, Streaming, Trust};
+use crate::{
+    CallOptions, Code, Endpoint, Identity, Peer, RpcConfig, Stats, Status, Streaming, Trust,
+};
 
 fn endpoint(trust: &Trust) -> Endpoint {
     let addr = "127.0.0.1:0".parse().unwrap();
-    Endpoint::bind(addr, &Identity::generate().unwrap(), trust, RpcConfig::default()).unwrap()
+    Endpoint::bind(
+        addr,
+        &Identity::generate().unwrap(),
+        trust,
+        RpcConfig::default(),
+    )
+    .unwrap()
 }
 
 fn serve(endpoint: &Endpoint) {
     endpoint
         .router()
-        .unary("echo", "text", |_ctx, text: String| async move { Ok::<_, Status>(text) });
-    endpoint
-        .router()
-        .client_streaming("echo", "count", |_ctx, mut items: Streaming<String>| async move {
+        .unary("echo", "text", |_ctx, text: String| async move {
+            Ok::<_, Status>(text)
+        });
+    endpoint.router().client_streaming(
+        "echo",
+        "count",
+        |_ctx, mut items: Streaming<String>| async move {
             let mut count = 0u64;
             while items.message().await?.is_some() {
                 count += 1;
             }
             Ok::<_, Status>(count)
-        });
+        },
+    );
 }
 
 /// Sends `bytes` as a whole request stream on the pooled connection and returns the status
@@ -38,9 +50,16 @@ async fn send_raw(client: &Endpoint, server: Peer, bytes: &[u8]) -> Status {
     let reply = recv.read_to_end(1 << 20).await.unwrap();
     let mut buf = BytesMut::from(&reply[..]);
     let decoder = FrameDecoder::new(1 << 20, 1 << 20);
-    let frame = decoder.decode_eof(&mut buf).unwrap().expect("a trail frame");
+    let frame = decoder
+        .decode_eof(&mut buf)
+        .unwrap()
+        .expect("a trail frame");
     assert_eq!(frame.kind, FrameKind::Trail);
-    assert_eq!(decoder.decode_eof(&mut buf).unwrap(), None, "nothing after the trail");
+    assert_eq!(
+        decoder.decode_eof(&mut buf).unwrap(),
+        None,
+        "nothing after the trail"
+    );
     crate::Trail::decode(&frame.body)
         .unwrap()
         .into_result()
@@ -78,11 +97,21 @@ async fn check_rejected(bytes: &[u8], expected: Code) -> Stats {
     assert_eq!(good.await.unwrap().unwrap(), "ok");
 
     let after: String = client
-        .call(target, "echo", "text", &"after".to_string(), CallOptions::new())
+        .call(
+            target,
+            "echo",
+            "text",
+            &"after".to_string(),
+            CallOptions::new(),
+        )
         .await
         .unwrap();
     assert_eq!(after, "after");
-    assert_eq!(client.stats().connections_opened, 1, "the connection survived");
+    assert_eq!(
+        client.stats().connections_opened,
+        1,
+        "the connection survived"
+    );
     server.stats()
 }
 
@@ -101,7 +130,12 @@ async fn head_that_is_not_msgpack_is_invalid_argument() {
 
 #[tokio::test]
 async fn head_without_method_is_invalid_argument() {
-    let body = rmp_serde::to_vec_named(&[("service", "echo")].into_iter().collect::<std::collections::BTreeMap<_, _>>()).unwrap();
+    let body = rmp_serde::to_vec_named(
+        &[("service", "echo")]
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
+    .unwrap();
     let stats = check_rejected(&frame(FrameKind::Head, &body), Code::InvalidArgument).await;
     assert_eq!(stats.invalid_heads, 1);
 }

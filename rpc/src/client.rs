@@ -15,8 +15,8 @@ use crate::message::Message;
 use crate::stats::Counters;
 use crate::status::{Code, Status};
 use crate::stream::{
-    FrameReader, FrameWriter, ReadFailure, RecvHalf, SendHalf, is_stopped,
-    status_from_frame_error, status_from_io,
+    FrameReader, FrameWriter, ReadFailure, RecvHalf, SendHalf, is_stopped, status_from_frame_error,
+    status_from_io,
 };
 use crate::streaming::{RequestSink, Side, Streaming};
 use crate::wire::{Head, Trail};
@@ -77,7 +77,11 @@ impl CallStream {
         options: CallOptions,
     ) -> Result<Resp, Status> {
         let deadline = options.deadline();
-        with_deadline(deadline, self.unary_within(service, method, request, options)).await
+        with_deadline(
+            deadline,
+            self.unary_within(service, method, request, options),
+        )
+        .await
     }
 
     /// Starts a server-streaming call: sends one request and returns the stream of replies.
@@ -139,7 +143,10 @@ impl CallStream {
         let deadline = options.deadline();
         self.push_head(service, method, options)?;
         with_deadline(deadline, async {
-            self.writer.flush().await.map_err(|error| status_from_io(&error))
+            self.writer
+                .flush()
+                .await
+                .map_err(|error| status_from_io(&error))
         })
         .await?;
 
@@ -170,7 +177,9 @@ impl CallStream {
 
         match self.read_unary_reply::<Resp>().await {
             Ok(reply) => Ok(reply),
-            Err(status) if status.code() == Code::Unavailable || status.code() == Code::Cancelled => {
+            Err(status)
+                if status.code() == Code::Unavailable || status.code() == Code::Cancelled =>
+            {
                 Err(past_deadline_or(deadline, write_status.unwrap_or(status)))
             }
             Err(status) => Err(status),
@@ -218,13 +227,20 @@ impl CallStream {
         }
     }
 
-    fn push_head(&mut self, service: &str, method: &str, options: CallOptions) -> Result<(), Status> {
+    fn push_head(
+        &mut self,
+        service: &str,
+        method: &str,
+        options: CallOptions,
+    ) -> Result<(), Status> {
         let (deadline, metadata, traceparent) = options.into_parts();
         let mut head = Head::new(service, method);
         if let Some(deadline) = deadline {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Status::deadline_exceeded("deadline passed before the call was sent"));
+                return Err(Status::deadline_exceeded(
+                    "deadline passed before the call was sent",
+                ));
             }
             head.timeout_us = Some(u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX));
         }

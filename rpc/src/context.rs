@@ -211,6 +211,9 @@ mod tests {
             shorter.deadline(),
             Some(Instant::now() + Duration::from_millis(10))
         );
-        assert_eq!(context.call_options().into_parts().2.as_deref(), Some("trace"));
+        assert_eq!(
+            context.call_options().into_parts().2.as_deref(),
+            Some("trace")
+        );
     }
 }

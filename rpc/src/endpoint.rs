@@ -144,13 +144,15 @@ impl Endpoint {
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic_client));
         client_config.transport_config(transport);
 
-        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &identity.stateless_reset_key());
+        let reset_key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &identity.stateless_reset_key());
         let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
         let cid_key = identity.connection_id_key();
         endpoint_config.cid_generator(move || {
             Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
         });
-        let socket = std::net::UdpSocket::bind(addr).map_err(|source| BindError::Io { addr, source })?;
+        let socket =
+            std::net::UdpSocket::bind(addr).map_err(|source| BindError::Io { addr, source })?;
         let quinn = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
             .map_err(|source| BindError::Io { addr, source })?;
 
@@ -258,7 +260,8 @@ impl Endpoint {
     ) -> Result<Streaming<Resp>, Status> {
         let deadline = options.deadline();
         let call = with_deadline(deadline, self.open_call(peer)).await?;
-        call.server_streaming(service, method, request, options).await
+        call.server_streaming(service, method, request, options)
+            .await
     }
 
     /// Starts a client-streaming call to `peer`.
@@ -355,10 +358,15 @@ impl Shared {
         let connecting = self
             .quinn
             .connect_with(self.client_config.clone(), peer.addr, &server_name)
-            .map_err(|error| Status::unavailable(format!("failed to connect to {peer}: {error}")))?;
+            .map_err(|error| {
+                Status::unavailable(format!("failed to connect to {peer}: {error}"))
+            })?;
         let connection = connecting.await.map_err(|error| {
             let status = status_from_connection(&error);
-            Status::new(status.code(), format!("failed to connect to {peer}: {}", status.message()))
+            Status::new(
+                status.code(),
+                format!("failed to connect to {peer}: {}", status.message()),
+            )
         })?;
         debug!(peer = %peer.node_id, addr = %peer.addr, "connected");
         Counters::add(&self.counters.connections_opened);
@@ -543,6 +551,7 @@ impl Pool {
 /// Locks a mutex whose data stays consistent even if a holder panicked: every critical
 /// section is a single map operation.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-

@@ -156,7 +156,8 @@ impl FrameDecoder {
         let expected = if buf.len() < FRAME_HEADER_LEN {
             FRAME_HEADER_LEN as u64
         } else {
-            FRAME_HEADER_LEN as u64 + u64::from(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]))
+            FRAME_HEADER_LEN as u64
+                + u64::from(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]))
         };
         Err(FrameError::Truncated {
             received: buf.len() as u64,
@@ -291,7 +292,10 @@ mod tests {
     fn frame_at_limit_is_accepted() {
         let mut buf = BytesMut::new();
         encode_frame(FrameKind::Data, &[7; 1024], &mut buf);
-        assert_eq!(decoder().decode(&mut buf).unwrap().unwrap().body.len(), 1024);
+        assert_eq!(
+            decoder().decode(&mut buf).unwrap().unwrap().body.len(),
+            1024
+        );
     }
 
     #[test]
@@ -352,7 +356,9 @@ mod tests {
             for _ in 0..rng.below(8) {
                 let kind = FrameKind::from_u8(1 + rng.below(3) as u8).unwrap();
                 let limit = if kind == FrameKind::Head { 40 } else { 300 };
-                let body: Vec<u8> = (0..rng.below(limit + 1)).map(|_| rng.next() as u8).collect();
+                let body: Vec<u8> = (0..rng.below(limit + 1))
+                    .map(|_| rng.next() as u8)
+                    .collect();
                 encode_frame(kind, &body, &mut wire);
                 frames.push(Frame {
                     kind,
@@ -390,14 +396,13 @@ mod tests {
             }
 
             let mut buf = BytesMut::from(&bytes[..]);
-            loop {
-                match decoder.decode_eof(&mut buf) {
-                    Ok(Some(frame)) => {
-                        let limit = if frame.kind == FrameKind::Head { 40 } else { 300 };
-                        assert!(frame.body.len() <= limit, "seed {seed}");
-                    }
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(frame)) = decoder.decode_eof(&mut buf) {
+                let limit = if frame.kind == FrameKind::Head {
+                    40
+                } else {
+                    300
+                };
+                assert!(frame.body.len() <= limit, "seed {seed}");
             }
         }
     }

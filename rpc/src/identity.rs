@@ -91,7 +91,10 @@ impl FromStr for NodeId {
         if text.len() != NODE_ID_TEXT_LEN {
             return Err(error("expected 52 base32 characters"));
         }
-        if !text.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)) {
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+        {
             return Err(error("expected only the characters a-z and 2-7"));
         }
 
@@ -288,9 +291,7 @@ fn write_new_key_file(path: &Path, pem: &str) -> Result<bool, IdentityError> {
     };
     let temporary = path.with_extension(format!("key.{}.tmp", std::process::id()));
 
-    let mut file = private_file_options()
-        .open(&temporary)
-        .map_err(io_error)?;
+    let mut file = private_file_options().open(&temporary).map_err(io_error)?;
     let written = file
         .write_all(pem.as_bytes())
         .and_then(|()| file.sync_all())
@@ -345,7 +346,10 @@ mod tests {
         let id = NodeId::from_public_key(&[7; 32]);
         let text = id.to_string();
         assert_eq!(text.len(), NODE_ID_TEXT_LEN);
-        assert!(text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
         assert_eq!(text.parse::<NodeId>().unwrap(), id);
     }
 

@@ -58,13 +58,15 @@ pub use endpoint::{BindError, Endpoint, Peer};
 pub use frame::{
     FRAME_HEADER_LEN, Frame, FrameDecoder, FrameError, FrameKind, encode_frame, encode_header,
 };
-pub use identity::{Identity, IdentityError, KEY_FILE_NAME, NODE_ID_TEXT_LEN, NodeId, ParseNodeIdError};
+pub use identity::{
+    Identity, IdentityError, KEY_FILE_NAME, NODE_ID_TEXT_LEN, NodeId, ParseNodeIdError,
+};
 pub use message::{Message, Raw};
 pub use metadata::Metadata;
 pub use server::{ANY_METHOD, Router};
 pub use stats::Stats;
 pub use status::{Code, Status};
 pub use streaming::{ReplySink, RequestSink, Streaming};
+pub use tokio_util::sync::CancellationToken;
 pub use trust::{MIN_CLUSTER_KEY_LEN, Trust, TrustError};
 pub use wire::{Head, Trail};
-pub use tokio_util::sync::CancellationToken;

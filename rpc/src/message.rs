@@ -181,7 +181,10 @@ mod tests {
         let mut buf = BytesMut::new();
         let error = encode_data_frame(&Raw(Bytes::from(vec![0; 100])), 64, &mut buf).unwrap_err();
         assert_eq!(error.code(), Code::ResourceExhausted);
-        assert_eq!(error.message(), "frame of 100 bytes exceeds the 64-byte limit");
+        assert_eq!(
+            error.message(),
+            "frame of 100 bytes exceeds the 64-byte limit"
+        );
         assert!(buf.is_empty());
     }
 }

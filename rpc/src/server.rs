@@ -23,8 +23,7 @@ use crate::message::Message;
 use crate::stats::{Counters, Stats};
 use crate::status::Status;
 use crate::stream::{
-    FrameReader, FrameWriter, ReadFailure, RecvHalf, SendHalf, status_from_frame_error,
-    stream_code,
+    FrameReader, FrameWriter, ReadFailure, RecvHalf, SendHalf, status_from_frame_error, stream_code,
 };
 use crate::streaming::{ReplySink, ReturnedWriter, Side, Streaming};
 use crate::wire::{Head, Trail, kind_name};
@@ -35,6 +34,9 @@ use crate::wire::{Head, Trail, kind_name};
 pub const ANY_METHOD: &str = "*";
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Handlers by service name, then by method name.
+type Services = HashMap<String, HashMap<String, Arc<dyn Handler>>>;
 
 /// The handlers a node serves, by service and method.
 ///
@@ -57,7 +59,7 @@ pub struct Router {
 }
 
 struct RouterInner {
-    services: RwLock<HashMap<String, HashMap<String, Arc<dyn Handler>>>>,
+    services: RwLock<Services>,
     config: RpcConfig,
     counters: Arc<Counters>,
     in_flight: Arc<Semaphore>,
@@ -189,7 +191,8 @@ impl Router {
         let config = &self.inner.config;
         let reader = FrameReader::new(RecvHalf::Io(Box::pin(reader)), config);
         let writer = FrameWriter::new(SendHalf::Io(Box::pin(writer)), config);
-        self.serve(peer, reader, writer, std::future::pending()).await;
+        self.serve(peer, reader, writer, std::future::pending())
+            .await;
     }
 
     /// Serves one call: reads its head, finds its handler and runs it until it finishes,
@@ -217,7 +220,8 @@ impl Router {
             }
         };
 
-        let span = trace_span!("call", peer = %peer, service = %head.service, method = %head.method);
+        let span =
+            trace_span!("call", peer = %peer, service = %head.service, method = %head.method);
         async move {
             let Some(_permit) = self.admit(&mut writer).await else {
                 return;
@@ -352,9 +356,7 @@ impl Router {
         self
     }
 
-    fn read_services(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, HashMap<String, Arc<dyn Handler>>>> {
+    fn read_services(&self) -> std::sync::RwLockReadGuard<'_, Services> {
         // A panic while holding the lock cannot leave the map half-changed: every change is
         // one insert or remove call. So a poisoned lock is safe to keep using.
         self.inner
@@ -363,9 +365,7 @@ impl Router {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write_services(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, HashMap<String, Arc<dyn Handler>>>> {
+    fn write_services(&self) -> std::sync::RwLockWriteGuard<'_, Services> {
         self.inner
             .services
             .write()

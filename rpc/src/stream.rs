@@ -109,7 +109,11 @@ impl SendHalf {
     /// Sends all of `bytes`.
     async fn write(&mut self, bytes: Bytes) -> io::Result<()> {
         match self {
-            SendHalf::Quic(send) => send.stream.write_chunk(bytes).await.map_err(io::Error::from),
+            SendHalf::Quic(send) => send
+                .stream
+                .write_chunk(bytes)
+                .await
+                .map_err(io::Error::from),
             SendHalf::Io(stream) => stream.write_all(&bytes).await,
         }
     }
@@ -393,7 +397,9 @@ mod tests {
         let (mut reader, mut writer) = pair();
         let sender = tokio::spawn(async move {
             writer.push_head(&Head::new("s", "m")).unwrap();
-            writer.push_message(&Raw(Bytes::from(vec![9; 1000]))).unwrap();
+            writer
+                .push_message(&Raw(Bytes::from(vec![9; 1000])))
+                .unwrap();
             writer.push_trail(&Trail::ok());
             writer.finish().await.unwrap();
         });

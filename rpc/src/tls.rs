@@ -14,8 +14,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError,
-    RootCertStore, SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, RootCertStore,
+    SignatureScheme,
 };
 use thiserror::Error;
 
@@ -46,7 +46,11 @@ pub(crate) enum PeerCertificateError {
 pub(crate) fn configs(identity: &Identity, trust: &Trust) -> Result<TlsConfigs, TrustError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = vec![trust.issue(identity)?];
-    let roots = trust.ca_certificate().map(root_store).transpose()?.map(Arc::new);
+    let roots = trust
+        .ca_certificate()
+        .map(root_store)
+        .transpose()?
+        .map(Arc::new);
     let algorithms = provider.signature_verification_algorithms;
     let tls_error = |error: Error| TrustError::Issue(error.to_string());
 
@@ -115,12 +119,15 @@ impl ServerCertVerifier for ServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let name = server_name.to_str();
-        let expected: NodeId = name
-            .parse()
-            .map_err(|_| other_error(PeerCertificateError::ServerNameNotNodeId(name.to_string())))?;
+        let expected: NodeId = name.parse().map_err(|_| {
+            other_error(PeerCertificateError::ServerNameNotNodeId(name.to_string()))
+        })?;
         let actual = node_id_of(std::slice::from_ref(end_entity))?;
         if actual != expected {
-            return Err(other_error(PeerCertificateError::WrongNode { expected, actual }));
+            return Err(other_error(PeerCertificateError::WrongNode {
+                expected,
+                actual,
+            }));
         }
 
         if let Some(roots) = &self.roots {

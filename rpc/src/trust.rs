@@ -4,9 +4,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{PublicKeyData,
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519,
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519, PublicKeyData,
 };
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use thiserror::Error;
@@ -37,7 +37,7 @@ pub struct Trust {
 }
 
 enum TrustKind {
-    Authority(Authority),
+    Authority(Box<Authority>),
     OpenDev,
 }
 
@@ -199,7 +199,7 @@ impl Trust {
 
     fn authority(authority: Authority) -> Trust {
         Trust {
-            inner: Arc::new(TrustKind::Authority(authority)),
+            inner: Arc::new(TrustKind::Authority(Box::new(authority))),
         }
     }
 }
@@ -208,9 +208,7 @@ impl fmt::Debug for Trust {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.inner {
             TrustKind::OpenDev => f.write_str("Trust::OpenDev"),
-            TrustKind::Authority(authority) if authority.derived => {
-                f.write_str("Trust::Derived")
-            }
+            TrustKind::Authority(authority) if authority.derived => f.write_str("Trust::Derived"),
             TrustKind::Authority(_) => f.write_str("Trust::Operator"),
         }
     }

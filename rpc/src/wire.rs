@@ -229,7 +229,10 @@ mod tests {
         head.metadata.insert("big", "x".repeat(100));
         let error = encode_msgpack_frame(FrameKind::Head, &head, 64, &mut buf).unwrap_err();
         assert_eq!(error.code(), Code::ResourceExhausted);
-        assert!(error.message().contains("exceeds the 64-byte limit"), "{error}");
+        assert!(
+            error.message().contains("exceeds the 64-byte limit"),
+            "{error}"
+        );
         assert_eq!(&buf[..], b"keep");
     }
 }

@@ -105,7 +105,9 @@ async fn many_calls_share_one_connection() {
     let client = node(&trust);
     server
         .router()
-        .unary("math", "double", |_ctx, n: u64| async move { Ok::<_, Status>(n * 2) });
+        .unary("math", "double", |_ctx, n: u64| async move {
+            Ok::<_, Status>(n * 2)
+        });
 
     let target = peer(&server);
     let calls = (0..64u64).map(|n| {
@@ -116,7 +118,7 @@ async fn many_calls_share_one_connection() {
                 .await
         }
     });
-    let replies = futures_join_all(calls).await;
+    let replies = join_all(calls).await;
     for (n, reply) in replies.into_iter().enumerate() {
         assert_eq!(reply.unwrap(), 2 * n as u64);
     }
@@ -170,7 +172,9 @@ async fn wrong_request_type_is_invalid_argument() {
     let client = node(&trust);
     server
         .router()
-        .unary("orders", "place", |_ctx, order: Order| async move { Ok::<_, Status>(order.id) });
+        .unary("orders", "place", |_ctx, order: Order| async move {
+            Ok::<_, Status>(order.id)
+        });
 
     let status = client
         .call::<String, u64>(
@@ -196,10 +200,9 @@ async fn server_stream_of_10000_messages_has_backpressure() {
 
     let sent = Arc::new(AtomicUsize::new(0));
     let sent_by_handler = sent.clone();
-    server.router().server_streaming(
-        "feed",
-        "numbers",
-        move |_ctx, count: usize, mut sink| {
+    server
+        .router()
+        .server_streaming("feed", "numbers", move |_ctx, count: usize, mut sink| {
             let sent = sent_by_handler.clone();
             async move {
                 for n in 0..count {
@@ -208,11 +211,16 @@ async fn server_stream_of_10000_messages_has_backpressure() {
                 }
                 Ok(())
             }
-        },
-    );
+        });
 
     let mut replies: Streaming<Raw> = client
-        .server_streaming(peer(&server), "feed", "numbers", &10_000usize, CallOptions::new())
+        .server_streaming(
+            peer(&server),
+            "feed",
+            "numbers",
+            &10_000usize,
+            CallOptions::new(),
+        )
         .await
         .unwrap();
     let first = replies.message().await.unwrap().unwrap();
@@ -241,15 +249,17 @@ async fn client_stream_sums_requests() {
     let trust = cluster();
     let server = node(&trust);
     let client = node(&trust);
-    server
-        .router()
-        .client_streaming("math", "sum", |_ctx, mut numbers: Streaming<u64>| async move {
+    server.router().client_streaming(
+        "math",
+        "sum",
+        |_ctx, mut numbers: Streaming<u64>| async move {
             let mut total = 0;
             while let Some(n) = numbers.message().await? {
                 total += n;
             }
             Ok::<_, Status>(total)
-        });
+        },
+    );
 
     let mut call = client
         .client_streaming::<u64, u64>(peer(&server), "math", "sum", CallOptions::new())
@@ -332,7 +342,9 @@ async fn endpoints_call_each_other_on_one_connection() {
     for endpoint in [&a, &b] {
         endpoint
             .router()
-            .unary("who", "am_i", |ctx, (): ()| async move { Ok::<_, Status>(ctx.peer().to_string()) });
+            .unary("who", "am_i", |ctx, (): ()| async move {
+                Ok::<_, Status>(ctx.peer().to_string())
+            });
     }
 
     let seen_by_b: String = a
@@ -346,12 +358,17 @@ async fn endpoints_call_each_other_on_one_connection() {
     assert_eq!(seen_by_b, a.node_id().to_string());
     assert_eq!(seen_by_a, b.node_id().to_string());
     assert_eq!(a.stats().connections_opened, 1);
-    assert_eq!(b.stats().connections_opened, 0, "b reuses the connection a opened");
+    assert_eq!(
+        b.stats().connections_opened,
+        0,
+        "b reuses the connection a opened"
+    );
 }
 
-async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+/// Runs the futures as tasks and returns their outputs in order.
+async fn join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use murmur_rpc::{
-    CallOptions, CallStream, Code, FrameDecoder, FrameKind, NodeId, Raw, Router, RpcConfig,
-    Status, Streaming, Trail, encode_frame,
+    CallOptions, CallStream, Code, FrameDecoder, FrameKind, NodeId, Raw, Router, RpcConfig, Status,
+    Streaming, Trail, encode_frame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,8 +20,12 @@ fn router() -> Router {
         .unary("echo", "upper", |_ctx, text: String| async move {
             Ok::<_, Status>(text.to_uppercase())
         })
-        .unary("echo", "raw", |_ctx, payload: Raw| async move { Ok::<_, Status>(payload) })
-        .unary("who", "called", |ctx, (): ()| async move { Ok::<_, Status>(ctx.peer()) })
+        .unary("echo", "raw", |_ctx, payload: Raw| async move {
+            Ok::<_, Status>(payload)
+        })
+        .unary("who", "called", |ctx, (): ()| async move {
+            Ok::<_, Status>(ctx.peer())
+        })
         .unary("fail", "always", |_ctx, (): ()| async move {
             Err::<(), _>(Status::new(Code::FailedPrecondition, "not ready"))
         })
@@ -31,13 +35,17 @@ fn router() -> Router {
             }
             Ok(())
         })
-        .client_streaming("count", "sum", |_ctx, mut items: Streaming<u32>| async move {
-            let mut total = 0;
-            while let Some(item) = items.message().await? {
-                total += item;
-            }
-            Ok::<_, Status>(total)
-        })
+        .client_streaming(
+            "count",
+            "sum",
+            |_ctx, mut items: Streaming<u32>| async move {
+                let mut total = 0;
+                while let Some(item) = items.message().await? {
+                    total += item;
+                }
+                Ok::<_, Status>(total)
+            },
+        )
         .bidi_streaming(
             "count",
             "double",
@@ -71,7 +79,12 @@ async fn unary_typed_and_raw_calls() {
     assert_eq!(upper, "QUIET");
 
     let raw: Raw = connect(&router)
-        .unary("echo", "raw", &Raw(Bytes::from_static(b"\x00\x01")), CallOptions::new())
+        .unary(
+            "echo",
+            "raw",
+            &Raw(Bytes::from_static(b"\x00\x01")),
+            CallOptions::new(),
+        )
         .await
         .unwrap();
     assert_eq!(&raw.0[..], b"\x00\x01");
@@ -152,14 +165,22 @@ async fn deadline_fails_call_and_drops_handler() {
     });
 
     let status = connect(&router)
-        .unary::<(), ()>("slow", "sleep", &(), CallOptions::new().timeout(Duration::from_millis(100)))
+        .unary::<(), ()>(
+            "slow",
+            "sleep",
+            &(),
+            CallOptions::new().timeout(Duration::from_millis(100)),
+        )
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded);
 
     let start = tokio::time::Instant::now();
     while !dropped.load(Ordering::SeqCst) {
-        assert!(start.elapsed() < Duration::from_secs(10), "handler never dropped");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "handler never dropped"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(router.stats().calls_deadline_exceeded, 1);
@@ -193,7 +214,10 @@ async fn send_raw(router: &Router, bytes: &[u8]) -> Status {
         .unwrap()
         .expect("a trail frame");
     assert_eq!(frame.kind, FrameKind::Trail);
-    Trail::decode(&frame.body).unwrap().into_result().unwrap_err()
+    Trail::decode(&frame.body)
+        .unwrap()
+        .into_result()
+        .unwrap_err()
 }
 
 #[tokio::test]
@@ -216,7 +240,10 @@ async fn bad_bytes_end_the_stream_with_a_status() {
 
     let status = send_raw(&router, &[0, 0, 0, 9, 1, 0x80]).await;
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("stream ended inside a frame"), "{status}");
+    assert!(
+        status.message().starts_with("stream ended inside a frame"),
+        "{status}"
+    );
 
     let stats = router.stats();
     assert_eq!(stats.unknown_frame_kinds, 1);

@@ -56,17 +56,20 @@ fn serve_hanging(endpoint: &Endpoint) -> Observed {
     };
 
     let watch_unary = watch.clone();
-    endpoint.router().unary("hang", "forever", move |ctx, (): ()| {
-        let guard = watch_unary(&ctx);
-        async move {
-            let _guard = guard;
-            std::future::pending::<()>().await;
-            Ok::<(), Status>(())
-        }
-    });
     endpoint
         .router()
-        .client_streaming("hang", "upload", move |ctx, mut requests: Streaming<u64>| {
+        .unary("hang", "forever", move |ctx, (): ()| {
+            let guard = watch_unary(&ctx);
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok::<(), Status>(())
+            }
+        });
+    endpoint.router().client_streaming(
+        "hang",
+        "upload",
+        move |ctx, mut requests: Streaming<u64>| {
             let guard = watch(&ctx);
             async move {
                 let _guard = guard;
@@ -74,7 +77,8 @@ fn serve_hanging(endpoint: &Endpoint) -> Observed {
                 std::future::pending::<()>().await;
                 Ok::<(), Status>(())
             }
-        });
+        },
+    );
     Observed {
         started,
         cancelled,
@@ -101,7 +105,13 @@ async fn deadline_fails_call_promptly_and_cancels_handler() {
     let timeout = Duration::from_millis(300);
     let start = Instant::now();
     let status = client
-        .call::<(), ()>(peer(&server), "hang", "forever", &(), CallOptions::new().timeout(timeout))
+        .call::<(), ()>(
+            peer(&server),
+            "hang",
+            "forever",
+            &(),
+            CallOptions::new().timeout(timeout),
+        )
         .await
         .unwrap_err();
     let elapsed = start.elapsed();
@@ -109,7 +119,10 @@ async fn deadline_fails_call_promptly_and_cancels_handler() {
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert!(elapsed >= timeout, "failed early, after {elapsed:?}");
     // The bound allows for a loaded machine; the timer itself fires within a millisecond.
-    assert!(elapsed < timeout + Duration::from_millis(250), "failed late, after {elapsed:?}");
+    assert!(
+        elapsed < timeout + Duration::from_millis(250),
+        "failed late, after {elapsed:?}"
+    );
 
     within_patience("handler start", observed.started.recv()).await;
     within_patience("handler cancellation", observed.cancelled.recv()).await;
@@ -122,9 +135,11 @@ async fn deadline_travels_as_time_remaining() {
     let trust = cluster();
     let server = node(&trust);
     let client = node(&trust);
-    server.router().unary("time", "left", |ctx, (): ()| async move {
-        Ok::<_, Status>(ctx.remaining().map(|left| left.as_millis() as u64))
-    });
+    server
+        .router()
+        .unary("time", "left", |ctx, (): ()| async move {
+            Ok::<_, Status>(ctx.remaining().map(|left| left.as_millis() as u64))
+        });
 
     let left: Option<u64> = client
         .call(
@@ -154,9 +169,10 @@ async fn nested_call_inherits_remaining_deadline() {
     let front = node(&trust);
     let back = node(&trust);
     let client = node(&trust);
-    back.router().unary("time", "left", |ctx, (): ()| async move {
-        Ok::<_, Status>(ctx.remaining().map(|left| left.as_millis() as u64))
-    });
+    back.router()
+        .unary("time", "left", |ctx, (): ()| async move {
+            Ok::<_, Status>(ctx.remaining().map(|left| left.as_millis() as u64))
+        });
     let back_peer = peer(&back);
     let front_endpoint = front.clone();
     front.router().unary("time", "forward", move |ctx, (): ()| {
@@ -235,7 +251,12 @@ struct KillableNode {
 }
 
 impl KillableNode {
-    fn start(addr: SocketAddr, identity: Identity, trust: Trust, config: RpcConfig) -> KillableNode {
+    fn start(
+        addr: SocketAddr,
+        identity: Identity,
+        trust: Trust,
+        config: RpcConfig,
+    ) -> KillableNode {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -280,7 +301,9 @@ impl Drop for KillableNode {
 fn serve_echo(endpoint: &Endpoint) {
     endpoint
         .router()
-        .unary("echo", "text", |_ctx, text: String| async move { Ok::<_, Status>(text) });
+        .unary("echo", "text", |_ctx, text: String| async move {
+            Ok::<_, Status>(text)
+        });
 }
 
 async fn echo(client: &Endpoint, target: Peer) -> Result<String, Status> {
@@ -302,7 +325,10 @@ async fn time_until_reachable(client: &Endpoint, target: Peer) -> Duration {
         match echo(client, target).await {
             Ok(_) => return start.elapsed(),
             Err(status) => {
-                assert!(start.elapsed() < PATIENCE, "never reachable again: {status}");
+                assert!(
+                    start.elapsed() < PATIENCE,
+                    "never reachable again: {status}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -353,9 +379,14 @@ async fn killed_peer_restarted_on_same_port_is_reachable_within_2s() {
     serve_echo(&restarted);
 
     let took = time_until_reachable(&client, target).await;
-    assert!(took < Duration::from_secs(2), "reachable again only after {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "reachable again only after {took:?}"
+    );
 
-    let pending = within_patience("the pending call to fail", pending).await.unwrap();
+    let pending = within_patience("the pending call to fail", pending)
+        .await
+        .unwrap();
     let status = pending.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status}");
     assert_eq!(client.stats().connections_opened, 2);
@@ -368,8 +399,13 @@ async fn closed_peer_restarted_on_same_port_is_reachable() {
     let dir = tempfile::tempdir().unwrap();
     let client = node(&trust);
     let identity = Identity::load_or_generate(dir.path()).unwrap();
-    let server = Endpoint::bind(common::loopback_v4(), &identity, &trust, RpcConfig::default())
-        .unwrap();
+    let server = Endpoint::bind(
+        common::loopback_v4(),
+        &identity,
+        &trust,
+        RpcConfig::default(),
+    )
+    .unwrap();
     serve_echo(&server);
     let target = peer(&server);
     assert_eq!(echo(&client, target).await.unwrap(), "hi");
@@ -380,7 +416,10 @@ async fn closed_peer_restarted_on_same_port_is_reachable() {
     serve_echo(&restarted);
 
     let took = time_until_reachable(&client, target).await;
-    assert!(took < Duration::from_secs(2), "reachable again only after {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "reachable again only after {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -416,7 +455,11 @@ async fn killed_peer_fails_pending_call_by_idle_timeout() {
         .unwrap()
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status}");
-    assert!(killed.elapsed() < Duration::from_secs(5), "took {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        killed.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -465,5 +508,7 @@ async fn closing_endpoint_fails_pending_calls_at_once() {
         .unwrap()
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status}");
-    within_patience("the endpoint to close", closed_rx).await.unwrap();
+    within_patience("the endpoint to close", closed_rx)
+        .await
+        .unwrap();
 }

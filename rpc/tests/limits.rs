@@ -27,7 +27,9 @@ fn raw(len: usize) -> Raw {
 fn serve_echo(endpoint: &Endpoint) {
     endpoint
         .router()
-        .unary("echo", "raw", |_ctx, payload: Raw| async move { Ok::<_, Status>(payload) });
+        .unary("echo", "raw", |_ctx, payload: Raw| async move {
+            Ok::<_, Status>(payload)
+        });
 }
 
 async fn echo(client: &Endpoint, server: &Endpoint, len: usize) -> Result<Raw, Status> {
@@ -83,14 +85,25 @@ async fn oversized_reply_is_rejected_by_caller() {
     let client = node_with(&trust, config_with_frame_limit(MIB));
     server
         .router()
-        .unary("big", "reply", |_ctx, len: usize| async move { Ok::<_, Status>(raw(len)) });
+        .unary("big", "reply", |_ctx, len: usize| async move {
+            Ok::<_, Status>(raw(len))
+        });
 
     let status = client
-        .call::<usize, Raw>(peer(&server), "big", "reply", &(2 * MIB), CallOptions::new())
+        .call::<usize, Raw>(
+            peer(&server),
+            "big",
+            "reply",
+            &(2 * MIB),
+            CallOptions::new(),
+        )
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
-    assert!(status.message().contains("exceeds the 1048576-byte limit"), "{status}");
+    assert!(
+        status.message().contains("exceeds the 1048576-byte limit"),
+        "{status}"
+    );
 
     let small: Raw = client
         .call(peer(&server), "big", "reply", &16usize, CallOptions::new())
@@ -116,7 +129,10 @@ async fn oversized_head_is_rejected_by_server() {
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
     assert!(status.message().starts_with("head of "), "{status}");
-    assert!(status.message().ends_with("exceeds the 65536-byte limit"), "{status}");
+    assert!(
+        status.message().ends_with("exceeds the 65536-byte limit"),
+        "{status}"
+    );
     assert_eq!(echo(&client, &server, 1).await.unwrap().0.len(), 1);
 }
 
@@ -126,15 +142,17 @@ async fn oversized_client_stream_message_is_rejected_by_server() {
     let trust = cluster();
     let server = node_with(&trust, config_with_frame_limit(MIB));
     let client = node_with(&trust, config_with_frame_limit(8 * MIB));
-    server
-        .router()
-        .client_streaming("sink", "count", |_ctx, mut parts: Streaming<Raw>| async move {
+    server.router().client_streaming(
+        "sink",
+        "count",
+        |_ctx, mut parts: Streaming<Raw>| async move {
             let mut count = 0u64;
             while parts.message().await?.is_some() {
                 count += 1;
             }
             Ok::<_, Status>(count)
-        });
+        },
+    );
 
     let mut call = client
         .client_streaming::<Raw, u64>(peer(&server), "sink", "count", CallOptions::new())
@@ -159,18 +177,26 @@ async fn oversized_server_stream_messages_are_rejected_on_both_sides() {
     let trust = cluster();
     let server = node_with(&trust, config_with_frame_limit(2 * MIB));
     let client = node_with(&trust, config_with_frame_limit(MIB));
-    server
-        .router()
-        .server_streaming("feed", "sizes", |_ctx, sizes: Vec<usize>, mut sink| async move {
+    server.router().server_streaming(
+        "feed",
+        "sizes",
+        |_ctx, sizes: Vec<usize>, mut sink| async move {
             for size in sizes {
                 sink.send(&raw(size)).await?;
             }
             Ok(())
-        });
+        },
+    );
 
     // Over the caller's limit: the caller rejects the frame.
     let mut replies: Streaming<Raw> = client
-        .server_streaming(peer(&server), "feed", "sizes", &vec![10, MIB + 1], CallOptions::new())
+        .server_streaming(
+            peer(&server),
+            "feed",
+            "sizes",
+            &vec![10, MIB + 1],
+            CallOptions::new(),
+        )
         .await
         .unwrap();
     assert_eq!(replies.message().await.unwrap().unwrap().0.len(), 10);
@@ -179,7 +205,13 @@ async fn oversized_server_stream_messages_are_rejected_on_both_sides() {
 
     // Over the server's own limit: the handler's send fails and the trail reports it.
     let mut replies: Streaming<Raw> = client
-        .server_streaming(peer(&server), "feed", "sizes", &vec![3 * MIB], CallOptions::new())
+        .server_streaming(
+            peer(&server),
+            "feed",
+            "sizes",
+            &vec![3 * MIB],
+            CallOptions::new(),
+        )
         .await
         .unwrap();
     let status = replies.message().await.unwrap_err();
@@ -194,18 +226,26 @@ async fn oversized_server_stream_messages_are_rejected_on_both_sides() {
 fn serve_gated(endpoint: &Endpoint) -> Arc<Semaphore> {
     let gate = Arc::new(Semaphore::new(0));
     let handler_gate = gate.clone();
-    endpoint.router().unary("gate", "wait", move |_ctx, (): ()| {
-        let gate = handler_gate.clone();
-        async move {
-            let permit = gate.acquire().await.map_err(|_| Status::internal("gate closed"))?;
-            permit.forget();
-            Ok::<_, Status>(())
-        }
-    });
+    endpoint
+        .router()
+        .unary("gate", "wait", move |_ctx, (): ()| {
+            let gate = handler_gate.clone();
+            async move {
+                let permit = gate
+                    .acquire()
+                    .await
+                    .map_err(|_| Status::internal("gate closed"))?;
+                permit.forget();
+                Ok::<_, Status>(())
+            }
+        });
     gate
 }
 
-fn spawn_gated_call(client: &Endpoint, server: &Endpoint) -> tokio::task::JoinHandle<Result<(), Status>> {
+fn spawn_gated_call(
+    client: &Endpoint,
+    server: &Endpoint,
+) -> tokio::task::JoinHandle<Result<(), Status>> {
     let client = client.clone();
     let target = peer(server);
     tokio::spawn(async move {
@@ -236,7 +276,11 @@ async fn call_past_in_flight_limit_fails_at_once() {
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
     assert!(status.message().contains("2 calls"), "{status}");
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
     assert_eq!(server.stats().calls_rejected_in_flight, 1);
 
     gate.add_permits(2);
@@ -244,7 +288,11 @@ async fn call_past_in_flight_limit_fails_at_once() {
     second.await.unwrap().unwrap();
     let third = spawn_gated_call(&client, &server);
     gate.add_permits(1);
-    tokio::time::timeout(PATIENCE, third).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(PATIENCE, third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -267,7 +315,11 @@ async fn call_past_stream_limit_fails_at_once() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
 
     gate.add_permits(2);
     first.await.unwrap().unwrap();

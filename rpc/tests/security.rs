@@ -11,7 +11,9 @@ use murmur_rpc::{
 fn serve_ping(endpoint: &Endpoint) {
     endpoint
         .router()
-        .unary("health", "ping", |_ctx, (): ()| async move { Ok::<_, Status>("pong".to_string()) });
+        .unary("health", "ping", |_ctx, (): ()| async move {
+            Ok::<_, Status>("pong".to_string())
+        });
 }
 
 async fn ping(client: &Endpoint, target: Peer) -> Result<String, Status> {
@@ -185,8 +187,12 @@ fn public_key_of(certificate: &rustls::pki_types::CertificateDer<'_>) -> Vec<u8>
 fn operator_ca(name: &str) -> (String, String) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example Corp");
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Example Corp");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
