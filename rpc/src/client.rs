@@ -310,7 +310,7 @@ impl<Req: Message, Resp: Message> ClientStreaming<Req, Resp> {
     }
 
     /// Returns the status in the server's reply when the server stopped reading, because
-    /// that says why; otherwise returns `local`.
+    /// that status gives the reason. Otherwise returns `local`.
     async fn server_status_or(&mut self, local: Status) -> Status {
         if !self.requests.stopped_by_server() {
             return local;
@@ -356,7 +356,8 @@ fn past_deadline_or(deadline: Option<Instant>, status: Status) -> Status {
     }
 }
 
-/// Treats a write to a stream the server stopped reading as sent: the reply says why.
+/// Treats a write to a stream the server stopped reading as sent, because the reply then
+/// carries the reason.
 fn ignore_stopped(error: &std::io::Error) -> Result<(), Status> {
     if is_stopped(error) {
         Ok(())

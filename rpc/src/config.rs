@@ -78,8 +78,8 @@ impl RpcConfig {
     /// Sets how many calls this node serves at once, over all peers and connections
     /// together. Default: 4096.
     ///
-    /// A call that arrives past the limit is answered at once with `ResourceExhausted` and
-    /// its handler never runs. Raise it for many slow calls (long polls, streams); lower it
+    /// A call that arrives past the limit fails at once with `ResourceExhausted` and its
+    /// handler never runs. Raise it for many slow calls (long polls, streams); lower it
     /// to shed load earlier and keep latency of the calls already running.
     pub fn max_in_flight_calls(&mut self, calls: usize) -> &mut Self {
         self.max_in_flight_calls = calls;

@@ -1,4 +1,4 @@
-//! What a handler knows about its call, and the options a caller sets on a call.
+//! The handler's view of its call ([`Context`]) and the options a caller sets on a call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use crate::metadata::Metadata;
 /// Options for one outgoing call: deadline, metadata and trace context.
 ///
 /// A deadline, once set, is only ever moved earlier. Options made by
-/// [`Context::call_options`] therefore keep the incoming call's deadline however the handler
-/// sets its own, unless the handler asks for less time.
+/// [`Context::call_options`] therefore keep the incoming call's deadline, unless the handler
+/// sets an earlier one.
 ///
 /// ```
 /// use std::time::Duration;
@@ -61,7 +61,7 @@ impl CallOptions {
         self
     }
 
-    /// Sets the W3C `traceparent` that the server sees.
+    /// Sets the W3C `traceparent` sent to the server.
     pub fn traceparent(mut self, traceparent: impl Into<String>) -> CallOptions {
         self.traceparent = Some(traceparent.into());
         self
@@ -77,7 +77,7 @@ impl CallOptions {
     }
 }
 
-/// What a handler knows about the call it serves.
+/// The facts a handler gets about the call it serves.
 ///
 /// Cloning is cheap, so a handler can hand the context to tasks it spawns; they can then
 /// watch [`cancelled`](Self::cancelled).

@@ -31,7 +31,7 @@ use crate::streaming::{RequestSink, Streaming};
 use crate::tls;
 use crate::trust::{Trust, TrustError};
 
-/// Where to reach a node, and which node is expected there.
+/// A node's address and the node id expected at that address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Peer {
     /// The address of the node's endpoint.
@@ -53,7 +53,7 @@ impl fmt::Display for Peer {
     }
 }
 
-/// Why an endpoint could not start.
+/// The error returned when an endpoint cannot start.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum BindError {
@@ -225,10 +225,12 @@ impl Endpoint {
     ///
     /// # Errors
     ///
-    /// The server's status; `Unauthenticated` when `peer` presents another node id or no
-    /// chain to the cluster CA, or rejects this node; `DeadlineExceeded`; `Unavailable`
-    /// when the peer cannot be reached or the connection dies; `ResourceExhausted` past a
-    /// limit.
+    /// - the server's status;
+    /// - `Unauthenticated` when `peer` presents another node id or no chain to the cluster
+    ///   CA, or rejects this node;
+    /// - `DeadlineExceeded` when the deadline in `options` passes;
+    /// - `Unavailable` when the peer cannot be reached or the connection dies;
+    /// - `ResourceExhausted` past a frame, head, in-flight or stream limit.
     pub async fn call<Req: Message, Resp: Message>(
         &self,
         peer: Peer,
@@ -303,9 +305,10 @@ impl Endpoint {
     ///
     /// # Errors
     ///
-    /// `Unavailable` when the peer cannot be reached, `Unauthenticated` when its
-    /// certificate is rejected, and `ResourceExhausted` when the connection already has as
-    /// many open calls as the peer allows; that never waits for a stream to free up.
+    /// `Unavailable` when the peer cannot be reached, and `Unauthenticated` when its
+    /// certificate is rejected. `ResourceExhausted` when the connection already has as many
+    /// open calls as the peer allows, because waiting for a stream to free up could take
+    /// as long as the slowest call.
     pub async fn open_call(&self, peer: Peer) -> Result<CallStream, Status> {
         let connection = self.shared.connection(peer).await?;
         let (send, recv) = open_stream(&connection, peer)?;
@@ -323,8 +326,23 @@ impl Endpoint {
         self.shared.connection(peer).await
     }
 
+    /// Closes the connections to the node `node_id`, at any address, failing the calls on
+    /// them at once with `Unavailable`; the next call to it connects afresh. Returns how
+    /// many connections were closed.
+    ///
+    /// A caller that learns by other means that the node is gone (gossip's failure
+    /// detector, say) uses this so that calls stuck on a dead peer end then, not at the
+    /// idle timeout.
+    pub fn disconnect(&self, node_id: NodeId) -> usize {
+        let closed = self.shared.pool.remove_node(node_id);
+        for connection in &closed {
+            connection.close(VarInt::from_u32(0), b"peer reported down");
+        }
+        closed.len()
+    }
+
     /// Closes every connection at once, failing the calls on them, and waits until the
-    /// peers have been told or the idle timeout passed.
+    /// peers have acknowledged the close or the idle timeout passed.
     pub async fn close(&self) {
         self.shared
             .quinn
@@ -376,7 +394,8 @@ impl Shared {
         Ok(connection)
     }
 
-    /// Serves the calls a peer opens on `connection` until it closes, then forgets it.
+    /// Serves the calls a peer opens on `connection` until it closes, then removes it
+    /// from the pool.
     fn spawn_connection(self: &Arc<Shared>, peer: Peer, connection: quinn::Connection) {
         let shared = self.clone();
         let span = debug_span!("connection", peer = %peer.node_id, addr = %peer.addr);
@@ -534,6 +553,17 @@ impl Pool {
         if !keep_current {
             live.insert(peer, connection);
         }
+    }
+
+    /// Removes and returns every connection kept for peers with `node_id`.
+    fn remove_node(&self, node_id: NodeId) -> Vec<quinn::Connection> {
+        let mut live = lock(&self.live);
+        let peers: Vec<Peer> = live
+            .keys()
+            .filter(|peer| peer.node_id == node_id)
+            .copied()
+            .collect();
+        peers.iter().filter_map(|peer| live.remove(peer)).collect()
     }
 
     /// Removes the connection with `stable_id`, if it is still the one kept for `peer`.

@@ -11,7 +11,7 @@ use thiserror::Error;
 /// Bytes before a frame's body: the 4-byte length and the 1-byte kind.
 pub const FRAME_HEADER_LEN: usize = 5;
 
-/// What a frame's body contains.
+/// The type of a frame's body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FrameKind {
     /// A MessagePack [`Head`](crate::Head): service, method, deadline, metadata, trace context.
@@ -46,16 +46,16 @@ impl FrameKind {
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
-    /// What the body contains.
+    /// The type of the body.
     pub kind: FrameKind,
     /// The body, without the length and kind.
     pub body: Bytes,
 }
 
-/// Why bytes could not be decoded into a frame.
+/// The error returned when bytes cannot be decoded into a frame.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum FrameError {
-    /// The kind byte is none of `Head`, `Data` and `Trail`. The peer speaks another protocol
+    /// The kind byte matches none of `Head`, `Data` and `Trail`. The peer speaks another protocol
     /// or another version of this one.
     #[error("unknown frame kind {0:#04x}")]
     UnknownKind(u8),

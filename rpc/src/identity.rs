@@ -72,7 +72,7 @@ impl fmt::Debug for NodeId {
     }
 }
 
-/// Why a string is not a [`NodeId`].
+/// The error returned when a string is not a valid [`NodeId`].
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("invalid node id {input:?}: {reason}")]
 pub struct ParseNodeIdError {
@@ -132,7 +132,7 @@ pub struct Identity {
     node_id: NodeId,
 }
 
-/// Why an identity could not be loaded or created.
+/// The error returned when an identity cannot be loaded or created.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum IdentityError {
@@ -151,7 +151,7 @@ pub enum IdentityError {
     InvalidKey {
         /// The key file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// The problem found in the file.
         reason: String,
     },
     /// The system could not generate a key.
@@ -168,7 +168,7 @@ impl Identity {
     /// # Errors
     ///
     /// [`IdentityError::Io`] when the directory or file cannot be read or written, and
-    /// [`IdentityError::InvalidKey`] when the file holds no Ed25519 key.
+    /// [`IdentityError::InvalidKey`] when the file contains no Ed25519 key.
     pub fn load_or_generate(dir: impl AsRef<Path>) -> Result<Identity, IdentityError> {
         let dir = dir.as_ref();
         let path = dir.join(KEY_FILE_NAME);
@@ -210,7 +210,7 @@ impl Identity {
     ///
     /// # Errors
     ///
-    /// [`IdentityError::InvalidKey`] when the text holds no Ed25519 PKCS#8 key.
+    /// [`IdentityError::InvalidKey`] when the text contains no Ed25519 PKCS#8 key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Identity, IdentityError> {
         Identity::from_key_file(Path::new("<memory>"), pem)
     }
@@ -232,7 +232,7 @@ impl Identity {
     }
 
     /// Derives the key that signs QUIC stateless resets. It is stable across restarts, so a
-    /// peer that still holds a connection to the previous run learns at once that the
+    /// peer that still has a connection to the previous run learns at once that the
     /// connection is gone.
     pub(crate) fn stateless_reset_key(&self) -> [u8; 32] {
         blake3::derive_key("murmur rpc stateless reset key v1", &self.pkcs8)
@@ -240,8 +240,8 @@ impl Identity {
 
     /// Derives the key that quinn uses to mark the connection ids it issues. Like the
     /// reset key it is stable across restarts: a restarted endpoint must accept the old
-    /// connection ids as its own, or it drops their packets instead of answering them with
-    /// a stateless reset.
+    /// connection ids as its own, or it drops their packets instead of replying with a
+    /// stateless reset.
     pub(crate) fn connection_id_key(&self) -> u64 {
         let key = blake3::derive_key("murmur rpc connection id key v1", &self.pkcs8);
         u64::from_le_bytes([

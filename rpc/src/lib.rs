@@ -7,8 +7,8 @@
 //! streaming shapes alike. Failures are gRPC [`Status`] values.
 //!
 //! Nodes prove who they are with TLS certificates: an [`Identity`] is an Ed25519 key pair,
-//! its node id the blake3 hash of the public key, and a [`Trust`] says which certificate
-//! authority signs the cluster's certificates.
+//! its node id the blake3 hash of the public key, and a [`Trust`] names the certificate
+//! authority that signs the cluster's certificates.
 //!
 //! This crate knows nothing of membership: finding nodes and choosing between them is the
 //! `murmur` crate's job.

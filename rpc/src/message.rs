@@ -1,4 +1,4 @@
-//! How payloads become `Data` frame bodies: MessagePack through serde, or raw bytes.
+//! Payload encoding for `Data` frame bodies: MessagePack through serde, or raw bytes.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;

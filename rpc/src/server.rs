@@ -322,7 +322,7 @@ impl Router {
         }
     }
 
-    /// Takes an in-flight slot, or answers `ResourceExhausted` and returns `None`.
+    /// Takes an in-flight slot, or ends the call with `ResourceExhausted` and returns `None`.
     async fn admit(&self, writer: &mut FrameWriter) -> Option<OwnedSemaphorePermit> {
         match self.inner.in_flight.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),

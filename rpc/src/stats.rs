@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Calls whose handler started.
     pub calls_served: u64,
-    /// Calls answered with `ResourceExhausted` because the in-flight limit was reached.
+    /// Calls rejected with `ResourceExhausted` because the in-flight limit was reached.
     pub calls_rejected_in_flight: u64,
     /// Calls whose handler was dropped because the caller cancelled.
     pub calls_cancelled: u64,

@@ -69,7 +69,7 @@ impl AsyncRead for RecvHalf {
 /// A QUIC send stream that is reset, not finished, when dropped before `finish`.
 ///
 /// quinn finishes a dropped send stream, which would make a half-written request look
-/// complete to the server. Resetting it tells the server that the call was abandoned.
+/// complete to the server. Resetting it signals to the server that the call was abandoned.
 pub(crate) struct QuicSend {
     stream: quinn::SendStream,
     done: bool,
@@ -123,7 +123,8 @@ impl SendHalf {
         match self {
             SendHalf::Quic(send) => {
                 send.done = true;
-                // An error means the stream was already finished or reset, so nothing is lost.
+                // quinn reports an error only when the stream was already finished or reset,
+                // and then there is nothing left to end.
                 let _ = send.stream.finish();
                 Ok(())
             }
@@ -140,7 +141,7 @@ impl SendHalf {
     }
 }
 
-/// Why reading a frame failed.
+/// The error returned when reading a frame fails.
 #[derive(Debug)]
 pub(crate) enum ReadFailure {
     /// The bytes break the framing.
@@ -257,7 +258,7 @@ impl FrameWriter {
         }
     }
 
-    /// Sends the queued frames, waiting while flow control holds them back.
+    /// Sends the queued frames, waiting while flow control blocks them.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());

@@ -24,7 +24,7 @@ use crate::stream::{
 };
 use crate::wire::{Trail, kind_name};
 
-/// Which side of the call a [`Streaming`] reads.
+/// The side of the call that a [`Streaming`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Side {
     /// The server reads the caller's request messages: `Data* FIN`.
@@ -89,10 +89,13 @@ impl<T: Message> Streaming<T> {
     ///
     /// # Errors
     ///
-    /// The server's status when it ends the call with an error; `DeadlineExceeded` when the
-    /// caller's deadline passes; `InvalidArgument`, `ResourceExhausted` or `Internal` for
-    /// frames that break the protocol or a limit; `Unavailable` or `Cancelled` when the
-    /// connection or stream is lost. After an error every further call returns it again.
+    /// - the server's status when it ends the call with an error;
+    /// - `DeadlineExceeded` when the caller's deadline passes;
+    /// - `InvalidArgument`, `ResourceExhausted` or `Internal` for frames that break the
+    ///   protocol or a limit;
+    /// - `Unavailable` or `Cancelled` when the connection or stream is lost.
+    ///
+    /// After an error every further call returns it again.
     ///
     /// # Cancel safety
     ///
@@ -192,7 +195,7 @@ impl<T: Message> Streaming<T> {
         }
     }
 
-    /// Ends the stream with `status`, tells the sender to stop, and returns the status.
+    /// Ends the stream with `status`, asks the sender to stop, and returns the status.
     fn fail(&mut self, status: Status, stop_code: u32) -> Status {
         self.reader.stop(stop_code);
         if let Some(failure) = &self.failure {
@@ -231,7 +234,7 @@ impl<T> fmt::Debug for Streaming<T> {
     }
 }
 
-/// What a [`ReplySink`] hands back to the server when the handler drops it.
+/// The writer that a [`ReplySink`] returns to the server when the handler drops it.
 pub(crate) struct ReturnedWriter {
     pub(crate) writer: FrameWriter,
     pub(crate) failure: Option<Status>,
@@ -348,14 +351,15 @@ impl<T: Message> RequestSink<T> {
         self.stopped_by_server
     }
 
-    /// Sends one request message, waiting while QUIC flow control holds it back.
+    /// Sends one request message, waiting while QUIC flow control blocks it.
     ///
     /// # Errors
     ///
     /// `ResourceExhausted` when the encoded message is over the frame limit, which resets
-    /// the stream. `DeadlineExceeded` when the deadline passes. `Aborted` when the server
-    /// stopped reading; its reply then carries the reason. After an error every further
-    /// call returns it again.
+    /// the stream. `DeadlineExceeded` when the deadline passes. When the server stopped
+    /// reading, the error only reports that (`Aborted` after the handler returned early,
+    /// `Internal` after a malformed frame), and the reply stream carries the server's
+    /// status with the reason. After an error every further call returns it again.
     ///
     /// # Cancel safety
     ///
@@ -371,7 +375,7 @@ impl<T: Message> RequestSink<T> {
         self.flush(false).await
     }
 
-    /// Ends the request stream; the server sees that no more messages follow.
+    /// Ends the request stream, so the server learns that no more messages follow.
     ///
     /// # Errors
     ///

@@ -31,7 +31,7 @@ pub(crate) struct TlsConfigs {
     pub(crate) client: rustls::ClientConfig,
 }
 
-/// Why a peer's certificate was rejected beyond what rustls itself reports.
+/// The reasons for rejecting a peer's certificate beyond those rustls itself reports.
 #[derive(Debug, Error)]
 pub(crate) enum PeerCertificateError {
     #[error("certificate belongs to node {actual}, expected node {expected}")]

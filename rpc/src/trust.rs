@@ -1,4 +1,5 @@
-//! Which peers a node trusts: a cluster certificate authority, or anyone in development mode.
+//! The trust model of a node: a cluster certificate authority, or anyone in development
+//! mode.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
 ///
 /// With a CA, every node certificate is signed by it and each side requires the other's
 /// certificate to chain to it. In open development mode every node signs its own certificate
-/// and any peer is accepted; callers still check that the server's key matches the node id
+/// and any peer is accepted. Callers still check that the server's key matches the node id
 /// they expected. Cloning is cheap.
 #[derive(Clone)]
 pub struct Trust {
@@ -47,7 +48,7 @@ struct Authority {
     derived: bool,
 }
 
-/// Why the cluster's trust could not be set up or a node certificate issued.
+/// The error returned when the cluster's trust cannot be set up or a node certificate issued.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum TrustError {
@@ -77,7 +78,7 @@ pub enum TrustError {
 }
 
 impl Trust {
-    /// Derives the cluster CA from the cluster key, so every member that holds the key gets
+    /// Derives the cluster CA from the cluster key, so every member that has the key gets
     /// the same CA with no files to distribute.
     ///
     /// The CA's Ed25519 seed is `blake3::derive_key("murmur rpc cluster ca seed v1", key)`.

@@ -44,7 +44,7 @@ pub fn init_logs() {
     }
 }
 
-/// Polls `condition` every 10 ms until it holds or [`PATIENCE`] runs out.
+/// Polls `condition` every 10 ms until it is true or [`PATIENCE`] runs out.
 pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     let start = tokio::time::Instant::now();
     while start.elapsed() < PATIENCE {
