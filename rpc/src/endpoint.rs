@@ -173,7 +173,7 @@ impl Endpoint {
             warn!(
                 addr = %local_addr,
                 node_id = %node_id,
-                "OPEN DEVELOPMENT MODE: no cluster key, so any peer that reaches this address can call every method"
+                "running in open development mode without a cluster key: any peer that reaches this address can call every method"
             );
         }
         info!(addr = %local_addr, node_id = %node_id, "rpc endpoint started");
@@ -520,6 +520,10 @@ fn transport_config(config: &RpcConfig) -> Result<TransportConfig, BindError> {
 }
 
 /// Live connections by peer, and a lock per peer so that only one handshake runs at once.
+///
+/// NOTE: a peer restarted on the same address with a new identity cannot send a valid
+/// stateless reset for the old connection, so that connection is dropped only at its idle
+/// timeout. Calls meanwhile fail with `Unavailable` or their deadline.
 #[derive(Default)]
 struct Pool {
     live: Mutex<HashMap<Peer, quinn::Connection>>,

@@ -292,6 +292,9 @@ impl Router {
     }
 
     /// Reads the head frame; `None` when the stream ended before any frame.
+    ///
+    /// NOTE: there is no timeout for the head, so a peer that opens a stream and sends
+    /// nothing holds one of its `max_concurrent_streams` until the connection closes.
     async fn read_head(&self, reader: &mut FrameReader) -> Result<Option<Head>, Status> {
         let counters = &self.inner.counters;
         let frame = match reader.next_frame().await {

@@ -378,3 +378,30 @@ where
     }
     outputs
 }
+
+#[tokio::test]
+async fn any_method_handler_serves_unregistered_methods() {
+    init_logs();
+    let trust = cluster();
+    let server = node(&trust);
+    let client = node(&trust);
+    server
+        .router()
+        .unary("proxy", murmur_rpc::ANY_METHOD, |ctx, (): ()| async move {
+            Ok::<_, Status>(ctx.method().to_string())
+        })
+        .unary("proxy", "own", |_ctx, (): ()| async move {
+            Ok::<_, Status>("own".to_string())
+        });
+
+    let forwarded: String = client
+        .call(peer(&server), "proxy", "anything", &(), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(forwarded, "anything");
+    let own: String = client
+        .call(peer(&server), "proxy", "own", &(), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(own, "own");
+}
