@@ -48,6 +48,8 @@ pub struct Membership {
     stats: Arc<GossipStats>,
     keyring: Option<Keyring>,
     catalog_task: JoinHandle<()>,
+    /// Set before gossip is stopped on purpose, so its end is not reported as a failure.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Serializes changes to the local state so that the size checks stay true.
     local: Mutex<()>,
 }
@@ -262,6 +264,7 @@ impl Membership {
         let (catalog_tx, catalog) = watch::channel(Arc::new(Catalog::default()));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (health_tx, health) = watch::channel(Health::Healthy);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let catalog_task = tokio::spawn(
             CatalogTask {
                 chitchat: handle.chitchat(),
@@ -271,6 +274,7 @@ impl Membership {
                 health: health_tx,
                 stats: stats.clone(),
                 max_members: config.max_members,
+                stopping: stopping.clone(),
                 generations: HashMap::new(),
                 reported_invalid: HashMap::new(),
             }
@@ -291,6 +295,7 @@ impl Membership {
             stats,
             keyring,
             catalog_task,
+            stopping,
             local: Mutex::new(()),
         })
     }
@@ -456,6 +461,8 @@ impl Membership {
         };
         self.set_status(Status::Leaving).await;
         tokio::time::sleep(self.config.leave_propagation).await;
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Err(error) = handle.shutdown().await {
             tracing::debug!(%error, "gossip stopped with an error");
         }
@@ -503,6 +510,8 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         self.catalog_task.abort();
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Some(handle) = self.take_handle() {
             let _ = handle.initiate_shutdown();
         }
@@ -613,6 +622,7 @@ struct CatalogTask {
     health: watch::Sender<Health>,
     stats: Arc<GossipStats>,
     max_members: usize,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     generations: HashMap<String, u64>,
     reported_invalid: HashMap<(String, String), String>,
 }
@@ -633,7 +643,9 @@ impl CatalogTask {
                         Ok(()) => "gossip stopped".to_string(),
                         Err(error) => format!("gossip stopped: {error:#}"),
                     };
-                    tracing::error!(error = %reason, "gossip is no longer running; the catalog is frozen");
+                    if !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                        tracing::error!(error = %reason, "gossip is no longer running; the catalog is frozen");
+                    }
                     self.health.send_replace(Health::Failed(reason));
                     return;
                 }

@@ -218,6 +218,10 @@ impl NodeBuilder {
             stopped,
         });
         tokio::spawn(report_load(Arc::downgrade(&inner)));
+        tokio::spawn(disconnect_failed(
+            Arc::downgrade(&inner),
+            inner.membership.watch(),
+        ));
         Ok(Node { inner })
     }
 }
@@ -450,6 +454,34 @@ impl NodeHealth {
     /// Whether the node works as it should: gossip runs and it is not draining.
     pub fn is_healthy(&self) -> bool {
         self.gossip == Health::Healthy && !self.draining
+    }
+}
+
+/// Closes the connections to members that gossip reports failed, so that calls stuck on
+/// a dead peer fail now and are retried elsewhere, instead of waiting for QUIC's idle
+/// timeout. Members that left gracefully finished their calls first and are left alone.
+async fn disconnect_failed(node: std::sync::Weak<Inner>, mut events: murmur_gossip::CatalogWatch) {
+    loop {
+        let event = match events.next().await {
+            Ok(event) => event,
+            Err(murmur_gossip::WatchError::Lagged { .. }) => continue,
+            Err(murmur_gossip::WatchError::Closed) => return,
+        };
+        let murmur_gossip::CatalogEvent::NodeDown(member) = event else {
+            continue;
+        };
+        let Some(inner) = node.upgrade() else {
+            return;
+        };
+        if member.status == MemberStatus::Leaving {
+            continue;
+        }
+        if let Ok(node_id) = member.node_id.parse::<NodeId>() {
+            let closed = inner.endpoint.disconnect(node_id);
+            if closed > 0 {
+                tracing::debug!(peer = %member.name, closed, "closed connections to a member reported down");
+            }
+        }
     }
 }
 
