@@ -27,7 +27,7 @@ use crate::{DatagramSocket, GossipConfig};
 /// How many catalog events a watcher may fall behind before it misses some.
 const EVENT_BUFFER: usize = 4_096;
 
-/// The longest member name, in bytes.
+/// The maximum length of a member name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
 
 /// One member of a cluster: it gossips, keeps the catalog, and advertises its own
@@ -65,7 +65,7 @@ pub enum Health {
     Failed(String),
 }
 
-/// Why a membership could not start.
+/// Errors from [`Membership::start`].
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration is invalid; the message names the setting and the value.
@@ -87,7 +87,7 @@ pub enum StartError {
     Gossip(String),
 }
 
-/// Why a change to the local state was rejected. Nothing was changed.
+/// Errors from changes to the local state; a rejected change changes nothing.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SetError {
     /// One value is larger than [`GossipConfig::max_value_bytes`].
@@ -134,7 +134,7 @@ pub struct CatalogWatch {
     receiver: broadcast::Receiver<CatalogEvent>,
 }
 
-/// Why a [`CatalogWatch`] returned no event.
+/// Errors from [`CatalogWatch::next`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WatchError {
     /// The watcher fell behind and `missed` events were dropped; read
@@ -212,7 +212,7 @@ impl Membership {
     ///
     /// This is for simulations on virtual time, where the sealed bridge's real loopback
     /// sockets cannot run; a production member uses [`start`](Self::start). The member
-    /// gossips at `gossip_addr` as the transport knows it.
+    /// gossips at `gossip_addr`, an address of that transport.
     ///
     /// # Errors
     ///

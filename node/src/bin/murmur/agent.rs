@@ -15,7 +15,7 @@ use crate::demo::DemoRole;
 use crate::sidecar::{self, SidecarSpec};
 use crate::{UsageError, http};
 
-/// Where the agent listens unless told otherwise.
+/// Default listen addresses of the agent.
 pub const DEFAULT_GOSSIP: &str = "127.0.0.1:7946";
 pub const DEFAULT_RPC: &str = "127.0.0.1:7947";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7948";

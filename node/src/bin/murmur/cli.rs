@@ -158,7 +158,7 @@ pub async fn call(
     let text = answer
         .text()
         .await
-        .context("failed to read the agent's answer")?;
+        .context("failed to read the agent's response")?;
     if ok {
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         println!(
@@ -168,7 +168,7 @@ pub async fn call(
         return Ok(());
     }
     let error: ErrorView = serde_json::from_str(&text)
-        .map_err(|_| Failure::Other(anyhow::anyhow!("the agent answered with an error: {text}")))?;
+        .map_err(|_| Failure::Other(anyhow::anyhow!("the agent returned an error: {text}")))?;
     let line = format!("{}: {}", error.code, error.message);
     if BAD_INPUT_CODES.contains(&error.code.as_str()) {
         Err(Failure::Usage(UsageError(line)))

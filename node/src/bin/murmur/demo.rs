@@ -170,7 +170,7 @@ impl Drop for Agent {
     }
 }
 
-/// What the load generator counted.
+/// Counts kept by the load generator.
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,

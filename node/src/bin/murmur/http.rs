@@ -50,7 +50,7 @@ pub struct ProviderView {
     pub rpc: Vec<String>,
 }
 
-/// The body of every error answer.
+/// The body of every error response.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorView {
     pub code: String,
@@ -295,7 +295,7 @@ async fn gateway_call(
     client.call::<Value, Value>(method, &request).await
 }
 
-/// The HTTP status for each call status code, as gRPC gateways map them.
+/// Maps a call status code to the HTTP status, as gRPC gateways do.
 pub fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,

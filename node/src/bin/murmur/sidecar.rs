@@ -130,7 +130,7 @@ async fn forward(
     Err(Status::new(code_for_http(http_status.as_u16()), message))
 }
 
-/// The status code for an application's HTTP status.
+/// Maps an application's HTTP status to a call status code.
 pub fn code_for_http(status: u16) -> Code {
     match status {
         400 => Code::InvalidArgument,
