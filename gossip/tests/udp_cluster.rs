@@ -95,6 +95,21 @@ async fn five_members_converge() {
 }
 
 #[tokio::test]
+async fn joins_through_a_host_name_seed() {
+    let first = start("dns-a", &[], keyring()).await;
+    let seed = format!("localhost:{}", first.gossip_addr().port());
+    let second = Membership::start(
+        GossipConfig::local("dns-b").seeds([seed]),
+        bind("127.0.0.1").await,
+        keyring(),
+    )
+    .await
+    .unwrap();
+    wait_for_members(&first, &["dns-a", "dns-b"]).await;
+    wait_for_members(&second, &["dns-a", "dns-b"]).await;
+}
+
+#[tokio::test]
 async fn ipv6_cluster_converges() {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
         eprintln!("skipped: this machine has no IPv6 loopback ([::1])");

@@ -75,7 +75,12 @@ impl Metrics {
     }
 
     /// Encodes every metric, with gossip's and the endpoint's counters appended.
-    pub(crate) fn encode(&self, gossip: &GossipStatsSnapshot, rpc: &murmur_rpc::Stats) -> String {
+    pub(crate) fn encode(
+        &self,
+        gossip: &GossipStatsSnapshot,
+        rpc: &murmur_rpc::Stats,
+        cluster: ClusterGauges,
+    ) -> String {
         let mut text = String::new();
         {
             let registry = self
@@ -178,9 +183,33 @@ impl Metrics {
             rpc.connections_accepted,
         );
 
+        out.gauge(
+            "gossip_members",
+            "Members in this node's catalog",
+            cluster.members as u64,
+        );
+        out.gauge(
+            "gossip_healthy",
+            "1 while gossip runs within its configured cluster size, else 0",
+            u64::from(cluster.gossip_healthy),
+        );
+        out.gauge(
+            "calls_serving",
+            "Calls this node is serving now",
+            cluster.serving as u64,
+        );
+
         let body = text.strip_suffix("# EOF\n").unwrap_or(&text).to_string();
         format!("{body}{}# EOF\n", out.text)
     }
+}
+
+/// Gauges of the cluster as this node sees it, read when metrics are encoded.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ClusterGauges {
+    pub(crate) members: usize,
+    pub(crate) gossip_healthy: bool,
+    pub(crate) serving: usize,
 }
 
 /// Counters written by hand in the OpenMetrics text format.
@@ -194,6 +223,12 @@ impl Counters {
         let _ = writeln!(self.text, "# HELP murmur_{name} {help}.");
         let _ = writeln!(self.text, "# TYPE murmur_{name} counter");
         let _ = writeln!(self.text, "murmur_{name}_total {value}");
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        let _ = writeln!(self.text, "# HELP murmur_{name} {help}.");
+        let _ = writeln!(self.text, "# TYPE murmur_{name} gauge");
+        let _ = writeln!(self.text, "murmur_{name} {value}");
     }
 
     fn labelled(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
@@ -220,7 +255,14 @@ mod tests {
             dropped_no_key: 7,
             ..GossipStatsSnapshot::default()
         };
-        let text = metrics.encode(&gossip, &murmur_rpc::Stats::default());
+        let gauges = ClusterGauges {
+            members: 3,
+            gossip_healthy: true,
+            serving: 0,
+        };
+        let text = metrics.encode(&gossip, &murmur_rpc::Stats::default(), gauges);
+        assert!(text.contains("murmur_gossip_members 3"), "{text}");
+        assert!(text.contains("murmur_gossip_healthy 1"), "{text}");
         assert!(
             text.contains(
                 r#"murmur_calls_total{service="orders",method="get",code="not_found"} 1"#

@@ -332,9 +332,16 @@ impl Node {
     /// Counters and histograms of calls, in Prometheus text format, with gossip and RPC
     /// counters appended.
     pub fn metrics_text(&self) -> String {
-        self.inner
-            .metrics
-            .encode(&self.inner.membership.stats(), &self.inner.endpoint.stats())
+        let gauges = crate::metrics::ClusterGauges {
+            members: self.catalog().len(),
+            gossip_healthy: self.inner.membership.health() == Health::Healthy,
+            serving: self.inner.serving.current(),
+        };
+        self.inner.metrics.encode(
+            &self.inner.membership.stats(),
+            &self.inner.endpoint.stats(),
+            gauges,
+        )
     }
 
     /// Whether gossip runs, and whether the node is draining.
