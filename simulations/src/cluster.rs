@@ -31,7 +31,7 @@ const SOCKET_CLOSE_WAITS: u32 = 1_000;
 /// How many distinct services the members host, one each, round robin.
 const SERVICE_KINDS: usize = 20;
 
-/// What cluster to start.
+/// The shape of a simulated cluster: its size, seed, gossip settings, network and start times.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
     /// How many members.
@@ -64,7 +64,7 @@ impl ClusterSpec {
     }
 }
 
-/// Why a cluster operation failed.
+/// An error from a cluster operation.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// A member did not start.
@@ -72,7 +72,7 @@ pub enum ClusterError {
     Start {
         /// The member's name.
         name: String,
-        /// Why it did not start.
+        /// The start error.
         source: StartError,
     },
     /// A member rejected a change to its services.
@@ -80,7 +80,7 @@ pub enum ClusterError {
     Set {
         /// The member's name.
         name: String,
-        /// Why it rejected it.
+        /// The rejection.
         source: SetError,
     },
     /// A killed member's socket did not close, so it could not start again.
@@ -89,7 +89,7 @@ pub enum ClusterError {
     /// The member was killed and not restarted.
     #[error("member {0} is not running")]
     NotRunning(String),
-    /// The spec asks for no members or more than the address plan allows.
+    /// The spec requests no members or more than the address plan allows.
     #[error("invalid cluster size {0}: expected 1 to {max} members", max = MAX_MEMBERS)]
     InvalidSize(usize),
 }

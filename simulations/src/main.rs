@@ -88,7 +88,7 @@ struct Cli {
     #[arg(long, value_name = "SAMPLES", value_parser = parse_count)]
     detector_window: Option<usize>,
 
-    /// Longest wait for any convergence, in simulated seconds.
+    /// Maximum wait for any convergence, in simulated seconds.
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
     deadline_s: Duration,
 
@@ -225,6 +225,7 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     bar.finish_and_clear();
 
     write_outputs(&cli.out, &results)?;
+    print_projections(&results);
     println!("wrote CSV files and charts to {}", cli.out.display());
     if cli.quick {
         return Ok(check_quick(&results));
@@ -315,15 +316,18 @@ fn run_scenario(
             for members in &plan.members {
                 let stage = label(format!("convergence, {members} members"));
                 let row = simulate(scenario::convergence(&spec(*members, 0.0), timing, &stage))?;
-                bar.println(format!(
-                    "{} convergence n={}: join {} s, change {} s (99 %) {} s (all), {:.0} B/member/s",
-                    profile.name(),
-                    row.members,
-                    shown(row.join_all_s),
-                    shown(row.change_p99_s),
-                    shown(row.change_all_s),
-                    row.bytes_per_member_per_s
-                ));
+                print_line(
+                    bar,
+                    format!(
+                        "{} convergence n={}: join {} s, change {} s (99 %) {} s (all), {:.0} B/member/s",
+                        profile.name(),
+                        row.members,
+                        shown(row.join_all_s),
+                        shown(row.change_p99_s),
+                        shown(row.change_all_s),
+                        row.bytes_per_member_per_s
+                    ),
+                );
                 results.convergence.push((profile, row));
                 bar.inc(1);
             }
@@ -333,14 +337,17 @@ fn run_scenario(
                 let stage = label(format!("detection, loss {loss}"));
                 let spec = spec(plan.cluster_size, *loss);
                 let row = simulate(scenario::detection(&spec, timing, &stage))?;
-                bar.println(format!(
-                    "{} detection n={} loss={}: dropped by all in {} s, {} false down reports",
-                    profile.name(),
-                    row.members,
-                    row.loss,
-                    shown(row.detect_all_s),
-                    row.false_down_reports
-                ));
+                print_line(
+                    bar,
+                    format!(
+                        "{} detection n={} loss={}: dropped by all in {} s, {} false down reports",
+                        profile.name(),
+                        row.members,
+                        row.loss,
+                        shown(row.detect_all_s),
+                        row.false_down_reports
+                    ),
+                );
                 results.detection.push((profile, row));
                 bar.inc(1);
             }
@@ -352,13 +359,16 @@ fn run_scenario(
                 timing,
                 &stage,
             ))?;
-            bar.println(format!(
-                "{} partition n={}: split seen by all in {} s, healed in {} s",
-                profile.name(),
-                row.members,
-                shown(row.split_all_s),
-                shown(row.heal_all_s)
-            ));
+            print_line(
+                bar,
+                format!(
+                    "{} partition n={}: split seen by all in {} s, healed in {} s",
+                    profile.name(),
+                    row.members,
+                    shown(row.split_all_s),
+                    shown(row.heal_all_s)
+                ),
+            );
             results.partition.push((profile, row));
             bar.inc(1);
         }
@@ -369,14 +379,17 @@ fn run_scenario(
                 timing,
                 &stage,
             ))?;
-            bar.println(format!(
-                "{} restart n={} ({} restarted): dropped in {} s, back in {} s",
-                profile.name(),
-                row.members,
-                row.restarted,
-                shown(row.down_all_s),
-                shown(row.back_all_s)
-            ));
+            print_line(
+                bar,
+                format!(
+                    "{} restart n={} ({} restarted): dropped in {} s, back in {} s",
+                    profile.name(),
+                    row.members,
+                    row.restarted,
+                    shown(row.down_all_s),
+                    shown(row.back_all_s)
+                ),
+            );
             results.restart.push((profile, row));
             bar.inc(1);
         }
@@ -384,15 +397,18 @@ fn run_scenario(
             for members in &plan.ceiling {
                 let stage = label(format!("ceiling, {members} members"));
                 let row = simulate(scenario::ceiling(&spec(*members, 0.0), timing, &stage))?;
-                bar.println(format!(
-                    "{} ceiling n={}: {} joined, largest SYN {} B, {} failed, {} degraded",
-                    profile.name(),
-                    row.members,
-                    row.joined,
-                    row.largest_syn_bytes,
-                    row.failed,
-                    row.degraded
-                ));
+                print_line(
+                    bar,
+                    format!(
+                        "{} ceiling n={}: {} joined, largest SYN {} B, {} failed, {} degraded",
+                        profile.name(),
+                        row.members,
+                        row.joined,
+                        row.largest_syn_bytes,
+                        row.failed,
+                        row.degraded
+                    ),
+                );
                 results.ceiling.push((profile, row));
                 bar.inc(1);
             }
@@ -531,39 +547,104 @@ fn detection_chart(results: &Results) -> Chart {
     }
 }
 
-fn digest_chart(results: &Results) -> Chart {
-    let mut series = Vec::new();
+/// The largest SYN, in bytes, whose sender can still answer SYNs. chitchat 0.13 puts its
+/// own digest in every SYN-ACK and asserts that at least 100 bytes of the 65 507-byte
+/// datagram are left for the delta after the 4-byte header and the digest, so its gossip
+/// task panics once a digest passes 65 403 bytes. A SYN carries the same digest plus the
+/// header and the cluster name `murmur` with its 2-byte length: 12 bytes more.
+const SYN_LIMIT_BYTES: f64 = 65_415.0;
+
+/// The largest SYN measured at each cluster size, from the convergence and ceiling runs.
+fn syn_sizes(results: &Results, profile: Profile) -> Vec<(f64, f64)> {
+    let mut points: Vec<(f64, f64)> = rows_of(&results.convergence, profile)
+        .iter()
+        .map(|row| (row.members as f64, row.largest_syn_bytes as f64))
+        .chain(
+            rows_of(&results.ceiling, profile)
+                .iter()
+                .map(|row| (row.members as f64, row.largest_syn_bytes as f64)),
+        )
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    points
+}
+
+/// Fits a line through `points` by least squares and returns the x at which it reaches
+/// [`SYN_LIMIT_BYTES`], with the slope; `None` without two distinct sizes or a rising
+/// line.
+fn project_limit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let count = points.len() as f64;
+    let mean_x = points.iter().map(|point| point.0).sum::<f64>() / count;
+    let mean_y = points.iter().map(|point| point.1).sum::<f64>() / count;
+    let spread: f64 = points.iter().map(|point| (point.0 - mean_x).powi(2)).sum();
+    if points.len() < 2 || spread == 0.0 {
+        return None;
+    }
+    let covariance: f64 = points
+        .iter()
+        .map(|point| (point.0 - mean_x) * (point.1 - mean_y))
+        .sum();
+    let slope = covariance / spread;
+    if slope <= 0.0 {
+        return None;
+    }
+    let intercept = mean_y - slope * mean_x;
+    Some(((SYN_LIMIT_BYTES - intercept) / slope, slope))
+}
+
+/// Prints, for each profile, how fast the digest grows and where a linear projection
+/// of it reaches the limit.
+fn print_projections(results: &Results) {
     for profile in Profile::value_variants() {
-        let mut points: Vec<(f64, f64)> = rows_of(&results.convergence, *profile)
-            .iter()
-            .map(|row| (row.members as f64, row.largest_syn_bytes as f64 / 1000.0))
-            .chain(
-                rows_of(&results.ceiling, *profile)
-                    .iter()
-                    .map(|row| (row.members as f64, row.largest_syn_bytes as f64 / 1000.0)),
-            )
-            .collect();
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if !points.is_empty() {
-            series.push(Series {
-                label: format!("{}: largest SYN", profile.name()),
-                points,
-            });
+        if let Some((members, slope)) = project_limit(&syn_sizes(results, *profile)) {
+            println!(
+                "{}: the digest grows by {slope:.1} bytes per member; a linear projection \
+                 reaches the {SYN_LIMIT_BYTES}-byte SYN limit near {members:.0} members",
+                profile.name()
+            );
         }
     }
-    let largest = series
-        .iter()
-        .flat_map(|series| series.points.iter().map(|point| point.0))
-        .fold(10.0, f64::max);
+}
+
+fn digest_chart(results: &Results) -> Chart {
+    let mut series = Vec::new();
+    let mut widest: f64 = 10.0;
+    for profile in Profile::value_variants() {
+        let points = syn_sizes(results, *profile);
+        let Some(last) = points.last().copied() else {
+            continue;
+        };
+        widest = widest.max(last.0);
+        if let Some((members, _)) = project_limit(&points) {
+            widest = widest.max(members);
+            series.push(Series {
+                label: format!("{}: linear projection", profile.name()),
+                points: vec![
+                    (last.0, last.1 / 1000.0),
+                    (members, SYN_LIMIT_BYTES / 1000.0),
+                ],
+            });
+        }
+        series.push(Series {
+            label: format!("{}: largest SYN measured", profile.name()),
+            points: points
+                .iter()
+                .map(|(members, bytes)| (*members, bytes / 1000.0))
+                .collect(),
+        });
+    }
     series.push(Series {
-        label: "one datagram (65 507 B)".to_string(),
-        points: vec![(10.0, 65.507), (largest, 65.507)],
+        label: "limit: digest leaves under 100 bytes of one datagram".to_string(),
+        points: vec![
+            (0.0, SYN_LIMIT_BYTES / 1000.0),
+            (widest, SYN_LIMIT_BYTES / 1000.0),
+        ],
     });
     Chart {
         title: "Digest size against cluster size".to_string(),
-        x_label: "members (log scale)".to_string(),
-        y_label: "kB".to_string(),
-        log_x: true,
+        x_label: "members".to_string(),
+        y_label: "kB in the largest SYN".to_string(),
+        log_x: false,
         series,
     }
 }
@@ -667,6 +748,11 @@ fn check_quick(results: &Results) -> bool {
         }
     }
     problems.is_empty()
+}
+
+/// Prints one finished run's figures on stdout, above the progress bar.
+fn print_line(bar: &ProgressBar, line: String) {
+    bar.suspend(|| println!("{line}"));
 }
 
 fn progress_bar(runs: u64) -> ProgressBar {

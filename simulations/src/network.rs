@@ -76,7 +76,7 @@ pub struct NetworkTotals {
     /// The largest message sent, in bytes.
     pub largest_message: usize,
     /// The largest SYN sent, in bytes. A SYN carries the sender's digest, one entry per
-    /// member it knows, so its size shows how close the cluster is to the MTU.
+    /// member in its state, so its size shows how close the cluster is to the MTU.
     pub largest_syn: usize,
 }
 
@@ -130,7 +130,7 @@ impl Network {
     }
 
     /// Splits the network: members reach only the members of their own group, and an
-    /// address in no group reaches nobody. Messages already in flight are still delivered.
+    /// address in no group reaches no one. Messages already in flight are still delivered.
     pub fn partition(&self, groups: &[Vec<SocketAddr>]) {
         let mut group_of = HashMap::new();
         for (group, addrs) in groups.iter().enumerate() {
@@ -194,7 +194,7 @@ impl Transport for Network {
     }
 }
 
-/// One member's socket: sends through the channel transport and holds arriving
+/// One member's socket: it sends through the channel transport and keeps arriving
 /// messages until their delay has passed.
 struct SimSocket {
     addr: SocketAddr,

@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use serde::Serialize;
 
-/// Why a report file could not be written.
+/// An error writing a report file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// The CSV file could not be created or written.
@@ -26,7 +26,7 @@ pub enum ReportError {
     Chart {
         /// The file.
         path: PathBuf,
-        /// What plotters reported.
+        /// The error plotters returned.
         message: String,
     },
 }

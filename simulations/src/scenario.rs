@@ -18,7 +18,7 @@ use crate::memory;
 /// How long scenarios wait and observe, in simulated time.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Timing {
-    /// The longest wait for any convergence; a run that takes longer reports `None`.
+    /// The maximum wait for any convergence; a run that takes longer reports `None`.
     pub deadline: Duration,
     /// The pause after the cluster has joined, before traffic is measured, so that the
     /// state transfer of the join is over.
