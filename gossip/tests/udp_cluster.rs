@@ -576,3 +576,27 @@ async fn key_rotation_keeps_everyone_including_a_returning_member() {
         assert_eq!(member.catalog().len(), 4, "{}", member.name());
     }
 }
+
+#[tokio::test]
+async fn cluster_above_max_members_reports_degraded() {
+    let seed = Membership::start(
+        config("big-0", &[]).max_members(2),
+        bind("127.0.0.1").await,
+        keyring(),
+    )
+    .await
+    .unwrap();
+    let seed_addr = seed.gossip_addr();
+    let _others = [
+        start("big-1", &[seed_addr], keyring()).await,
+        start("big-2", &[seed_addr], keyring()).await,
+    ];
+    wait_for_members(&seed, &["big-0", "big-1", "big-2"]).await;
+    match seed.health() {
+        murmur_gossip::Health::Degraded(reason) => {
+            assert!(reason.contains("3 live members"), "{reason}");
+            assert!(reason.contains("2-member limit"), "{reason}");
+        }
+        other => panic!("expected degraded health, got {other:?}"),
+    }
+}
