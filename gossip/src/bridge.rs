@@ -38,7 +38,8 @@ use crate::DatagramSocket;
 use crate::seal::{GossipKey, MAX_UDP_PAYLOAD, Seal};
 use crate::stats::{GossipStats, WarnLimiter};
 
-/// The most remote peers with an ingress socket at once; each costs a file descriptor.
+/// The maximum number of remote peers with an ingress socket at once; each costs a file
+/// descriptor.
 pub const MAX_PEERS: usize = 2_048;
 
 /// How long an ingress socket may sit unused before it is closed.
@@ -96,7 +97,7 @@ struct Bridge {
     sealed: Vec<u8>,
 }
 
-/// What one turn of the receive loop produced.
+/// The result of one turn of the receive loop.
 enum Arrival {
     Parsed(anyhow::Result<RecvOutcome>),
     FromNetwork(io::Result<(usize, SocketAddr)>),
@@ -156,7 +157,7 @@ impl Bridge {
             Ok(_) => self.stats.received(len),
             Err(error) => {
                 self.stats.overload();
-                tracing::debug!(peer = %from, %error, "loopback hop refused a gossip message");
+                tracing::debug!(peer = %from, %error, "failed to pass a gossip message over the loopback hop");
             }
         }
     }

@@ -28,7 +28,7 @@ pub(crate) const KEY_STATUS: &str = "status";
 pub(crate) const KEY_LOAD: &str = "load";
 pub(crate) const SERVICE_PREFIX: &str = "svc:";
 
-/// Where a member is in its life.
+/// The stage of a member's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -161,7 +161,7 @@ struct ServiceWire {
     methods: Vec<String>,
 }
 
-/// One member of the cluster as the catalog sees it.
+/// One member of the cluster, as recorded in the catalog.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Member {
     /// The member's name, unique in the cluster; a restart keeps it.
@@ -171,11 +171,11 @@ pub struct Member {
     /// Its life number: higher after each restart, so an old life is never taken for
     /// the new one.
     pub generation: u64,
-    /// Where it gossips.
+    /// The address it gossips at.
     pub gossip_addr: SocketAddr,
-    /// Where its RPC endpoint listens.
+    /// The addresses its RPC endpoint listens on.
     pub rpc_addrs: Vec<SocketAddr>,
-    /// Where it is in its life.
+    /// The stage of its life.
     pub status: Status,
     /// In-flight calls over capacity: 0 idle, 1 full, above 1 overloaded.
     pub load: f64,

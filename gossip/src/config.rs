@@ -188,7 +188,7 @@ impl GossipConfig {
         self
     }
 
-    /// How long a removed key is remembered so that every member sees the removal.
+    /// How long a removed key is remembered so that every member learns of the removal.
     /// Default 10 minutes. A member out of touch for longer is sent the full state again.
     pub fn tombstone_retention(mut self, retention: Duration) -> Self {
         self.tombstone_retention = retention;
@@ -209,14 +209,14 @@ impl GossipConfig {
         self
     }
 
-    /// The most services one member may advertise. Default 64.
+    /// The maximum number of services one member may advertise. Default 64.
     pub fn max_services(mut self, services: usize) -> Self {
         self.max_services = services;
         self
     }
 
     /// The largest total of one member's keys and values, in bytes. Default 32 KiB.
-    /// Every member holds every other member's state, so this times the cluster size
+    /// Every member stores every other member's state, so this times the cluster size
     /// bounds the memory gossip state can take.
     pub fn max_state_bytes(mut self, bytes: usize) -> Self {
         self.max_state_bytes = bytes;

@@ -12,8 +12,8 @@
 //! datagram is sealed with ChaCha20-Poly1305 under a [`Keyring`]; see [`seal`] for the
 //! format and [`bridge`] for how chitchat's messages reach the seal as bytes.
 //!
-//! This crate knows nothing of calls: node ids and RPC addresses are text and addresses
-//! to it, set by the layer above.
+//! This crate does not make calls: to it, node ids are text and RPC addresses are
+//! addresses, both set by the layer above.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {

@@ -677,7 +677,7 @@ impl CatalogTask {
         let previous = self.catalog.borrow().clone();
         for event in previous.diff(&next) {
             log_event(&event);
-            // No receivers is fine: nobody is watching.
+            // Having no receivers is fine: no watcher is subscribed.
             let _ = self.events.send(event);
         }
         self.catalog.send_replace(Arc::new(next));

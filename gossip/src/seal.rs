@@ -67,7 +67,7 @@ impl GossipKey {
         Self(bytes)
     }
 
-    /// A short public fingerprint (8 hex digits of blake3 of the key), safe to log.
+    /// Returns a short public fingerprint (8 hex digits of blake3 of the key), safe to log.
     pub fn fingerprint(&self) -> String {
         let hash = blake3::hash(&self.0);
         hash.to_hex()[..8].to_string()
@@ -109,7 +109,7 @@ impl Entry {
     }
 }
 
-/// Why a keyring change was rejected.
+/// Errors from keyring changes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyringError {
     /// The key named is not in the ring.
@@ -221,7 +221,7 @@ impl fmt::Debug for Keyring {
     }
 }
 
-/// Why a datagram was dropped unopened. Each variant is counted separately in
+/// Reasons a datagram was dropped unopened. Each variant is counted separately in
 /// [`GossipStats`](crate::GossipStats).
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum OpenError {
@@ -262,12 +262,12 @@ pub enum OpenError {
     BadCompression {
         /// The decompressed size limit in bytes.
         limit: usize,
-        /// What zstd reported.
+        /// The error zstd returned.
         reason: String,
     },
 }
 
-/// Why a body could not be sealed.
+/// Errors from sealing a body.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SealError {
     /// The sealed datagram would exceed the maximum datagram size, even compressed.

@@ -64,7 +64,7 @@ async fn converges_with_loss_and_delay() {
         );
     }
 
-    // With 10 % loss nobody is declared down over several detection periods.
+    // With 10 % loss no member is declared down over several detection periods.
     let mut watches: Vec<_> = members.iter().map(Membership::watch).collect();
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (member, watch) in members.iter().zip(watches.iter_mut()) {

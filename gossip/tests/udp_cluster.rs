@@ -249,7 +249,7 @@ async fn restart_under_same_name_leaves_one_member() {
         );
     }
 
-    // For several more rounds nobody shows an older life or two entries.
+    // For several more rounds no member shows an older life or two entries.
     for _ in 0..10 {
         for member in &members {
             let catalog = member.catalog();
@@ -557,7 +557,7 @@ async fn key_rotation_keeps_everyone_including_a_returning_member() {
     }
     wait_for_members(&sleeper, &["r0", "r1", "r2", "sleeper"]).await;
 
-    // Members that rotated still see each other, and nobody dropped out while the
+    // Members that rotated still see each other, and no member dropped out while the
     // sleeper stayed; a few more rounds prove it is stable.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for member in members.iter().chain([&sleeper]) {
