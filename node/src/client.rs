@@ -20,11 +20,11 @@ use crate::routing::{Balancer, BalancerState, Candidate, Ejector, RetryBudget, b
 /// Retries pause at least this long before the first retry, doubling up to
 /// [`BACKOFF_MAX`], with full jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(5);
-/// The longest pause between two attempts.
+/// The maximum pause between two attempts.
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
-/// Attempts per call unless [`Client::max_attempts`] says otherwise.
+/// The default number of attempts per call; see [`Client::max_attempts`].
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// How long opening a call may take unless [`Client::connect_timeout`] says otherwise.
+/// The default time limit for opening a call; see [`Client::connect_timeout`].
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Buffer of the in-memory pipe that carries calls to a service of the same node.
 const LOCAL_PIPE_BYTES: usize = 256 * 1024;

@@ -13,7 +13,7 @@ pub const CLUSTER_KEY_BYTES: usize = 32;
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey([u8; CLUSTER_KEY_BYTES]);
 
-/// Why a cluster key could not be read.
+/// Errors from reading a cluster key.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterKeyError {
     /// The text is not 64 hexadecimal digits.
@@ -21,9 +21,9 @@ pub enum ClusterKeyError {
         "invalid cluster key from {source_name}: {reason}; expected 64 hexadecimal digits (make one with `murmur keygen`)"
     )]
     Invalid {
-        /// Where the key came from: a file path or a variable name.
+        /// The key's source: a file path or a variable name.
         source_name: String,
-        /// What is wrong with it.
+        /// The problem with it.
         reason: String,
     },
     /// The key file could not be read.

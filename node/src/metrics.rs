@@ -204,7 +204,7 @@ impl Metrics {
     }
 }
 
-/// Gauges of the cluster as this node sees it, read when metrics are encoded.
+/// Gauges of the cluster from this node's view, read when metrics are encoded.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct ClusterGauges {
     pub(crate) members: usize,

@@ -17,7 +17,7 @@ use crate::cluster_key::ClusterKey;
 use crate::hosting::ServiceDef;
 use crate::metrics::Metrics;
 
-/// Calls a node serves at once unless [`NodeBuilder::capacity`] says otherwise.
+/// The default number of calls a node serves at once; see [`NodeBuilder::capacity`].
 pub const DEFAULT_CAPACITY: usize = 4_096;
 
 /// Builds and starts a [`Node`]; see [`Node::builder`].
@@ -36,7 +36,7 @@ pub struct NodeBuilder {
     drain_propagation: Option<Duration>,
 }
 
-/// Why a node could not start.
+/// Errors from [`NodeBuilder::start`].
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// No name was given.
@@ -59,7 +59,7 @@ pub enum StartError {
     Address(String),
 }
 
-/// Why a service could not be hosted.
+/// Errors from [`Node::host`].
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// Gossip rejected the service's description (too large, bad name, too many).
@@ -67,7 +67,7 @@ pub enum HostError {
     Advertise {
         /// The service name.
         service: String,
-        /// Why gossip rejected it.
+        /// The reason gossip rejected it.
         source: murmur_gossip::SetError,
     },
 }

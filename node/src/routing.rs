@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, RngExt};
 
-/// How a client spreads calls over the members that serve a service.
+/// The strategy a client uses to spread calls over the members that serve a service.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Balancer {
     /// Picks two members at random and calls the less loaded one, judged by this
@@ -43,7 +43,7 @@ impl std::str::FromStr for Balancer {
     }
 }
 
-/// One member a call could go to, as the balancer sees it.
+/// One member a call could go to, with the figures the balancer compares.
 #[derive(Clone, Debug)]
 pub struct Candidate {
     /// The member's name, unique in the cluster.
@@ -179,7 +179,7 @@ impl Ejector {
             .is_some_and(|until| now < until)
     }
 
-    /// Records a call that reached the endpoint and got an answer, whatever its code.
+    /// Records a call that reached the endpoint and got a reply, whatever its code.
     pub fn record_success(&mut self, endpoint: &str) {
         if let Some(state) = self.endpoints.get_mut(endpoint) {
             state.consecutive_failures = 0;

@@ -82,7 +82,7 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
-/// Which agent the command line talks to.
+/// The agent the command line talks to.
 #[derive(clap::Args, Debug)]
 struct Target {
     /// The agent's HTTP address.
@@ -94,7 +94,7 @@ struct Target {
 #[derive(Debug)]
 pub struct UsageError(pub String);
 
-/// How a command failed.
+/// The ways a command can fail.
 #[derive(Debug)]
 pub enum Failure {
     Usage(UsageError),
