@@ -159,7 +159,7 @@ impl Client {
 
     /// How long opening a call to one member may take, connecting included, before the
     /// client tries another. Default 1 s: a LAN handshake takes milliseconds, and a
-    /// member that died without leaving answers nothing until failure detection drops it.
+    /// member that died without leaving sends nothing back until failure detection drops it.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
