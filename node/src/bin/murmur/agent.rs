@@ -68,6 +68,17 @@ pub struct AgentArgs {
     /// Gossip timing: `lan` (250 ms rounds) or `local` (100 ms rounds, for one machine).
     #[arg(long, env = "MURMUR_PROFILE", value_name = "PROFILE")]
     pub profile: Option<String>,
+    /// How long a failed member is remembered before it is forgotten, such as 10s or 5m
+    /// [default: 5m with the lan profile, 60s with local]. While remembered, members
+    /// still gossip with it now and then; after that only the `--join` seeds reconnect
+    /// the two sides of a healed partition.
+    #[arg(
+        long,
+        env = "MURMUR_DEAD_MEMBER_RETENTION",
+        value_name = "DURATION",
+        value_parser = http::parse_duration
+    )]
+    pub dead_member_retention: Option<Duration>,
     /// Runs one of the demo's example services inside the agent.
     #[arg(long, hide = true)]
     pub demo_role: Option<DemoRole>,
@@ -87,6 +98,7 @@ struct FileConfig {
     dev: Option<bool>,
     service: Option<Vec<String>>,
     profile: Option<String>,
+    dead_member_retention: Option<String>,
 }
 
 /// Settings after flags, environment and file were merged and checked.
@@ -126,7 +138,7 @@ impl AgentArgs {
             .profile
             .or(file.profile)
             .unwrap_or_else(|| "lan".into());
-        let gossip_config = match profile.as_str() {
+        let mut gossip_config = match profile.as_str() {
             "lan" => GossipConfig::new(&name),
             "local" => GossipConfig::local(&name),
             other => {
@@ -135,6 +147,18 @@ impl AgentArgs {
                 )));
             }
         };
+        let retention = match (self.dead_member_retention, file.dead_member_retention) {
+            (Some(retention), _) => Some(retention),
+            (None, Some(text)) => Some(http::parse_duration(&text).map_err(|error| {
+                UsageError(format!(
+                    "invalid dead-member-retention in the config file: {error}"
+                ))
+            })?),
+            (None, None) => None,
+        };
+        if let Some(retention) = retention {
+            gossip_config = gossip_config.dead_member_retention(retention);
+        }
         let join = if self.join.is_empty() {
             file.join.unwrap_or_default()
         } else {
@@ -289,5 +313,65 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn settings(args: &[&str]) -> Result<Settings, String> {
+        let command = Command::try_parse_from(["agent", "--dev"].iter().chain(args))
+            .map_err(|error| error.to_string())?;
+        command
+            .agent
+            .settings()
+            .map_err(|UsageError(message)| message)
+    }
+
+    fn retention(settings: &Settings) -> String {
+        let config = format!("{:?}", settings.gossip_config);
+        let start = config
+            .find("dead_member_retention: ")
+            .expect("the config's Debug output names the field");
+        config[start..]
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn dead_member_retention_flag_sets_gossip() {
+        let settings = settings(&["--profile", "local", "--dead-member-retention", "10s"]).unwrap();
+        assert_eq!(retention(&settings), "dead_member_retention: 10s");
+    }
+
+    #[test]
+    fn dead_member_retention_defaults_to_profile() {
+        let settings = settings(&["--profile", "local"]).unwrap();
+        assert_eq!(retention(&settings), "dead_member_retention: 60s");
+    }
+
+    #[test]
+    fn dead_member_retention_from_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "dead-member-retention = \"1.5s\"\n").unwrap();
+        let settings = settings(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(retention(&settings), "dead_member_retention: 1.5s");
+    }
+
+    #[test]
+    fn dead_member_retention_rejects_missing_unit() {
+        let error = settings(&["--dead-member-retention", "10"]).err().unwrap();
+        assert!(error.contains("\"10\" has no unit"), "{error}");
     }
 }
