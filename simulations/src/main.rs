@@ -37,6 +37,11 @@ struct Cli {
     #[arg(long)]
     quick: bool,
 
+    /// Draws the charts from the CSV files in this directory, written by earlier runs,
+    /// instead of running scenarios.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["scenario", "quick"])]
+    charts_from: Option<PathBuf>,
+
     /// Directory for the CSV files and charts; created if missing.
     #[arg(long, value_name = "DIR", default_value = "target/sim")]
     out: PathBuf,
@@ -201,6 +206,17 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&cli.out)
         .with_context(|| format!("failed to create output directory {}", cli.out.display()))?;
+    if let Some(dir) = &cli.charts_from {
+        let results = read_results(dir)?;
+        write_outputs(&cli.out, &results)?;
+        print_projections(&results);
+        println!(
+            "drew the charts from {} into {}",
+            dir.display(),
+            cli.out.display()
+        );
+        return Ok(true);
+    }
     let selected: Vec<ScenarioName> = match cli.scenario {
         Some(name) => vec![name],
         None if cli.quick => vec![
@@ -448,6 +464,44 @@ fn write_outputs(out: &Path, results: &Results) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads every `<scenario>-<profile>.csv` present in `dir`.
+fn read_results(dir: &Path) -> anyhow::Result<Results> {
+    let mut results = Results::default();
+    for profile in Profile::value_variants() {
+        read_rows(dir, "convergence", *profile, &mut results.convergence)?;
+        read_rows(dir, "detection", *profile, &mut results.detection)?;
+        read_rows(dir, "partition", *profile, &mut results.partition)?;
+        read_rows(dir, "restart", *profile, &mut results.restart)?;
+        read_rows(dir, "ceiling", *profile, &mut results.ceiling)?;
+    }
+    let found = results.convergence.len()
+        + results.detection.len()
+        + results.partition.len()
+        + results.restart.len()
+        + results.ceiling.len();
+    if found == 0 {
+        anyhow::bail!(
+            "no murmur-sim CSV files in {}; expected files such as convergence-murmur.csv",
+            dir.display()
+        );
+    }
+    Ok(results)
+}
+
+fn read_rows<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    scenario: &str,
+    profile: Profile,
+    rows: &mut Vec<(Profile, T)>,
+) -> anyhow::Result<()> {
+    let path = dir.join(format!("{scenario}-{}.csv", profile.name()));
+    if path.exists() {
+        let read: Vec<T> = report::read_csv(&path)?;
+        rows.extend(read.into_iter().map(|row| (profile, row)));
+    }
+    Ok(())
+}
+
 /// Writes one CSV per profile that has rows, named `<scenario>-<profile>.csv`.
 fn write_rows<T: Serialize>(
     out: &Path,
@@ -511,10 +565,10 @@ fn bandwidth_chart(results: &Results) -> Chart {
         })
         .collect();
     Chart {
-        title: "Gossip traffic per member against cluster size".to_string(),
-        x_label: "members (log scale)".to_string(),
+        title: "Idle gossip traffic per member against cluster size".to_string(),
+        x_label: "members".to_string(),
         y_label: "kB sent per member per second".to_string(),
-        log_x: true,
+        log_x: false,
         series,
     }
 }

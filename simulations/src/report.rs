@@ -9,12 +9,13 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// An error writing a report file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    /// The CSV file could not be created or written.
-    #[error("failed to write {path}: {source}")]
+    /// The CSV file could not be created, written, read or parsed.
+    #[error("failed to write or read {path}: {source}")]
     Csv {
         /// The file.
         path: PathBuf,
@@ -47,6 +48,24 @@ pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), ReportErro
         writer.serialize(row).map_err(failed)?;
     }
     writer.flush().map_err(|error| failed(error.into()))
+}
+
+/// Reads the rows of a CSV file written by [`write_csv`].
+///
+/// # Errors
+///
+/// [`ReportError::Csv`] when the file cannot be read or a row does not parse.
+pub fn read_csv<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, ReportError> {
+    let failed = |source| ReportError::Csv {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = csv::Reader::from_path(path).map_err(failed)?;
+    let mut rows = Vec::new();
+    for row in reader.deserialize() {
+        rows.push(row.map_err(failed)?);
+    }
+    Ok(rows)
 }
 
 /// One line of a chart.
@@ -201,14 +220,14 @@ fn register_fonts() -> Result<(), String> {
 mod tests {
     use super::*;
 
-    #[derive(Serialize)]
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
     struct Row {
         members: usize,
         seconds: Option<f64>,
     }
 
     #[test]
-    fn csv_has_header_and_empty_none() {
+    fn csv_round_trips_with_empty_none() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rows.csv");
         let rows = [
@@ -226,6 +245,8 @@ mod tests {
 
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "members,seconds\n10,1.5\n20,\n");
+        let read: Vec<Row> = read_csv(&path).unwrap();
+        assert_eq!(read, rows);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use murmur_gossip::semver::Version;
 use murmur_gossip::{Catalog, GossipConfig};
 use rand::RngExt;
 use rand::seq::SliceRandom;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, ClusterError, ClusterSpec, hosted_service};
@@ -46,7 +46,7 @@ impl Default for Timing {
 }
 
 /// Figures from one [`convergence`] run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConvergenceRow {
     /// Members in the cluster.
     pub members: usize,
@@ -130,7 +130,7 @@ pub async fn convergence(
 }
 
 /// Figures from one [`detection`] run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DetectionRow {
     /// Members in the cluster.
     pub members: usize,
@@ -220,7 +220,7 @@ pub async fn detection(
 }
 
 /// Figures from one [`partition`] run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PartitionRow {
     /// Members in the cluster.
     pub members: usize,
@@ -289,7 +289,7 @@ pub async fn partition(
 }
 
 /// Figures from one [`restart`] run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RestartRow {
     /// Members in the cluster.
     pub members: usize,
@@ -379,7 +379,7 @@ pub async fn restart(
 }
 
 /// Figures from one [`ceiling`] run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CeilingRow {
     /// Members in the cluster.
     pub members: usize,
