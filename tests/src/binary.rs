@@ -48,7 +48,28 @@ fn build() -> PathBuf {
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let output = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // Cargo gives the test process the variables it sets for a crate. Some build scripts
+    // (ring's) watch CARGO_MANIFEST_DIR, so passing them on would rebuild those crates on
+    // every run and then again in the next plain `cargo build`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let output = command
         .args(["build", "--quiet", "-p", "murmur", "--bin", "murmur"])
         .args(["--profile", cargo_profile])
         .arg("--manifest-path")
