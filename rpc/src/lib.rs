@@ -65,7 +65,7 @@ pub use message::{Message, Raw};
 pub use metadata::Metadata;
 pub use server::{ANY_METHOD, Router};
 pub use stats::Stats;
-pub use status::{Code, Status};
+pub use status::{Code, Status, UNPROCESSED_METADATA_KEY};
 pub use streaming::{ReplySink, RequestSink, Streaming};
 pub use tokio_util::sync::CancellationToken;
 pub use trust::{MIN_CLUSTER_KEY_LEN, Trust, TrustError};

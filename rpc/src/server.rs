@@ -231,7 +231,8 @@ impl Router {
                 let status = Status::unimplemented(format!(
                     "no method {:?} in service {:?} on this node",
                     head.method, head.service
-                ));
+                ))
+                .mark_unprocessed();
                 reject(&mut writer, status).await;
                 return;
             };
@@ -334,7 +335,8 @@ impl Router {
                 let limit = self.inner.config.max_in_flight_calls;
                 let status = Status::resource_exhausted(format!(
                     "node is serving {limit} calls, its in-flight limit"
-                ));
+                ))
+                .mark_unprocessed();
                 debug!(limit, "rejected a call over the in-flight limit");
                 reject(writer, status).await;
                 None

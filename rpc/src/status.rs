@@ -124,16 +124,31 @@ impl fmt::Display for Code {
     }
 }
 
+/// The metadata key a server sets on a status it returned before any handler ran: over
+/// its in-flight limit, or for a method it does not serve. Such a call can be sent to
+/// another node whatever the method.
+pub const UNPROCESSED_METADATA_KEY: &str = "murmur-unprocessed";
+
 /// The result of a failed call: a code, a message for people and metadata for programs.
 ///
 /// Handlers return a `Status` to fail a call, and callers receive one for every failure,
-/// whether the server, the network or a local limit caused it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// whether the server, the network or a local limit caused it; [`from_peer`](Self::from_peer)
+/// tells which. Equality compares code, message and metadata.
+#[derive(Clone, Debug)]
 pub struct Status {
     code: Code,
     message: String,
     metadata: Metadata,
+    from_peer: bool,
 }
+
+impl PartialEq for Status {
+    fn eq(&self, other: &Status) -> bool {
+        self.code == other.code && self.message == other.message && self.metadata == other.metadata
+    }
+}
+
+impl Eq for Status {}
 
 impl Status {
     /// Creates a status with a code and a message.
@@ -142,6 +157,7 @@ impl Status {
             code,
             message: message.into(),
             metadata: Metadata::new(),
+            from_peer: false,
         }
     }
 
@@ -188,6 +204,29 @@ impl Status {
     /// Creates a [`Code::Unauthenticated`] status.
     pub fn unauthenticated(message: impl Into<String>) -> Status {
         Status::new(Code::Unauthenticated, message)
+    }
+
+    /// Returns whether the peer sent this status in its trail. `false` for statuses this
+    /// side produced: a lost connection, a passed deadline, a local limit. Callers tell
+    /// an application's error from a failure of the path to it this way.
+    pub fn from_peer(&self) -> bool {
+        self.from_peer
+    }
+
+    /// Returns whether the server refused the call before any handler ran, so that the
+    /// call can safely go to another node; see [`UNPROCESSED_METADATA_KEY`].
+    pub fn is_unprocessed(&self) -> bool {
+        self.from_peer && self.metadata.get(UNPROCESSED_METADATA_KEY) == Some("true")
+    }
+
+    pub(crate) fn received_from_peer(mut self) -> Status {
+        self.from_peer = true;
+        self
+    }
+
+    pub(crate) fn mark_unprocessed(mut self) -> Status {
+        self.metadata.insert(UNPROCESSED_METADATA_KEY, "true");
+        self
     }
 
     /// Replaces the metadata, which travels to the caller in the trail.

@@ -94,7 +94,9 @@ impl Trail {
     pub fn into_result(self) -> Result<Metadata, Status> {
         match Code::from_u32(self.code) {
             Code::Ok => Ok(self.metadata),
-            code => Err(Status::new(code, self.message).with_metadata(self.metadata)),
+            code => Err(Status::new(code, self.message)
+                .with_metadata(self.metadata)
+                .received_from_peer()),
         }
     }
 }
@@ -163,6 +165,20 @@ pub(crate) fn kind_name(kind: FrameKind) -> &'static str {
 mod tests {
     use super::*;
     use crate::frame::FrameDecoder;
+
+    #[test]
+    fn trail_status_is_marked_from_peer() {
+        let local = Status::unavailable("handler says no");
+        assert!(!local.from_peer());
+        let received = Trail::from(local.clone()).into_result().unwrap_err();
+        assert!(received.from_peer());
+        assert_eq!(received, local);
+        assert!(!received.is_unprocessed());
+
+        let refused = Status::resource_exhausted("full").mark_unprocessed();
+        let received = Trail::from(refused).into_result().unwrap_err();
+        assert!(received.is_unprocessed());
+    }
 
     #[test]
     fn head_round_trips_through_a_frame() {
