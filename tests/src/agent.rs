@@ -295,6 +295,20 @@ impl Cluster {
         index
     }
 
+    /// Starts the agent named `name` again with the same spec: the same name, addresses
+    /// and data directory, so the same node id in a new generation. Kills the old
+    /// process first if it still runs.
+    pub fn respawn(&mut self, name: &str) {
+        let index = self
+            .agents
+            .iter()
+            .position(|agent| agent.spec.name == name)
+            .unwrap_or_else(|| panic!("no agent named {name}"));
+        self.agents[index].kill();
+        let spec = self.agents[index].spec.clone();
+        self.agents[index] = Agent::spawn(spec, self.dir.path(), &self.key_file);
+    }
+
     /// The agent named `name`.
     ///
     /// # Panics
