@@ -18,6 +18,10 @@ use murmur_sim::scenario::{
 use murmur_sim::{ClusterError, ClusterSpec, Conditions, Timing};
 use serde::Serialize;
 
+/// The longest watch for false down reports in a `--quick` run, so that it fits in a
+/// minute of CI on a loaded 2-core machine.
+const QUICK_OBSERVE: Duration = Duration::from_secs(15);
+
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
@@ -31,9 +35,9 @@ struct Cli {
     #[arg(value_enum)]
     scenario: Option<ScenarioName>,
 
-    /// Runs small clusters only, exits with an error unless they converge, detect the
-    /// killed member and heal, and prints the headline figures as one JSON object on the
-    /// last line.
+    /// Runs small clusters only and watches at most 15 s for false down reports. Exits
+    /// with an error unless the clusters converge, detect the killed member and heal.
+    /// The last line printed is one JSON object with the headline figures.
     #[arg(long)]
     quick: bool,
 
@@ -302,12 +306,15 @@ fn run_scenario(
     bar: &ProgressBar,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    let timing = Timing {
+    let mut timing = Timing {
         deadline: cli.deadline_s,
         window: cli.window_s,
         observe: cli.observe_s,
         ..Timing::default()
     };
+    if cli.quick {
+        timing.observe = timing.observe.min(QUICK_OBSERVE);
+    }
     let conditions = Conditions {
         loss: 0.0,
         delay: cli.delay_ms,
