@@ -21,7 +21,11 @@
 //!
 //! Datagrams on the loopback hop from any address the bridge did not create itself are
 //! dropped and counted, so another local process cannot slip clear text past the seal.
-//! Ingress sockets idle for a minute are closed; at most [`MAX_PEERS`] exist at once.
+//! NOTE: chitchat's codec socket parses such a datagram before the bridge sees its
+//! sender and drops it, so a local process can make chitchat parse (and log) bytes that
+//! were never sealed; it cannot change the cluster state through them. Ingress sockets
+//! idle for a minute are closed; at most [`MAX_PEERS`] exist at once, each holding a file
+//! descriptor, so a member of a cluster of N members may hold up to N descriptors.
 
 use std::collections::HashMap;
 use std::io;
@@ -146,12 +150,15 @@ impl Bridge {
         };
 
         let now = Instant::now();
-        let Some(ingress) = self.peers.ingress_for(from, opened_with, now) else {
-            self.stats.overload();
-            if self.warnings.allow(from, now) {
-                tracing::warn!(peer = %from, limit = MAX_PEERS, "too many gossip peers at once, dropped datagram");
+        let ingress = match self.peers.ingress_for(from, opened_with, now) {
+            Ok(ingress) => ingress,
+            Err(error) => {
+                self.stats.overload();
+                if self.warnings.allow(from, now) {
+                    tracing::warn!(peer = %from, %error, "dropped gossip datagram");
+                }
+                return;
             }
-            return;
         };
         match ingress.send_to(&self.opened, self.codec_addr) {
             Ok(_) => self.stats.received(len),
@@ -267,10 +274,29 @@ impl Socket for Bridge {
 }
 
 /// The ingress socket of each remote peer, and the key it last sealed with.
-#[derive(Default)]
 struct PeerTable {
     by_peer: HashMap<SocketAddr, Peer>,
     by_ingress: HashMap<SocketAddr, SocketAddr>,
+    last_sweep: Instant,
+}
+
+impl Default for PeerTable {
+    fn default() -> Self {
+        Self {
+            by_peer: HashMap::new(),
+            by_ingress: HashMap::new(),
+            last_sweep: Instant::now(),
+        }
+    }
+}
+
+/// Reasons a datagram found no ingress socket.
+#[derive(Debug, thiserror::Error)]
+enum IngressError {
+    #[error("{MAX_PEERS} gossip peers were heard from within the last minute, the maximum")]
+    Full,
+    #[error("failed to bind a loopback socket for the peer: {0}")]
+    Bind(io::Error),
 }
 
 struct Peer {
@@ -282,28 +308,26 @@ struct Peer {
 }
 
 impl PeerTable {
-    /// The ingress socket for `peer`, created on first use. `None` when the table is
-    /// full of peers heard from within the last minute, or no socket can be made.
+    /// Returns the ingress socket for `peer`, created on first use. Sockets idle for
+    /// [`PEER_IDLE`] are closed at most once per that period.
     fn ingress_for(
         &mut self,
         peer: SocketAddr,
         key: Option<GossipKey>,
         now: Instant,
-    ) -> Option<&std::net::UdpSocket> {
+    ) -> Result<&std::net::UdpSocket, IngressError> {
+        if now.duration_since(self.last_sweep) > PEER_IDLE {
+            self.evict_idle(now);
+            self.last_sweep = now;
+        }
         if !self.by_peer.contains_key(&peer) {
             if self.by_peer.len() >= MAX_PEERS {
                 self.evict_idle(now);
             }
             if self.by_peer.len() >= MAX_PEERS {
-                return None;
+                return Err(IngressError::Full);
             }
-            let (ingress, ingress_addr) = match bind_loopback() {
-                Ok(bound) => bound,
-                Err(error) => {
-                    tracing::warn!(%error, "failed to bind a loopback socket for a gossip peer");
-                    return None;
-                }
-            };
+            let (ingress, ingress_addr) = bind_loopback().map_err(IngressError::Bind)?;
             self.by_ingress.insert(ingress_addr, peer);
             self.by_peer.insert(
                 peer,
@@ -315,10 +339,10 @@ impl PeerTable {
                 },
             );
         }
-        let entry = self.by_peer.get_mut(&peer)?;
+        let entry = self.by_peer.get_mut(&peer).ok_or(IngressError::Full)?;
         entry.last_seen = now;
         entry.key = key;
-        Some(&entry.ingress)
+        Ok(&entry.ingress)
     }
 
     fn peer_of(&self, ingress_addr: SocketAddr) -> Option<SocketAddr> {

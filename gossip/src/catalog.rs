@@ -204,6 +204,8 @@ pub(crate) struct MemberState<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     members: BTreeMap<String, Arc<Member>>,
+    /// Names of live members whose status is `leaving`, left out of `members`.
+    leaving: std::collections::BTreeSet<String>,
 }
 
 /// A change between two catalogs.
@@ -241,6 +243,12 @@ impl Catalog {
     /// The member named `name`.
     pub fn member(&self, name: &str) -> Option<&Arc<Member>> {
         self.members.get(name)
+    }
+
+    /// Whether `name` is a live member that announced it is leaving; such a member is
+    /// left out of the catalog as soon as the announcement arrives.
+    pub fn is_leaving(&self, name: &str) -> bool {
+        self.leaving.contains(name)
     }
 
     /// How many members there are.
@@ -305,6 +313,7 @@ impl Catalog {
         }
 
         let mut members = BTreeMap::new();
+        let mut leaving = std::collections::BTreeSet::new();
         for state in states {
             if generations.get(state.name) != Some(&state.generation) {
                 continue;
@@ -312,11 +321,13 @@ impl Catalog {
             let Some(member) = decode_member(&state, on_invalid) else {
                 continue;
             };
-            if member.status != Status::Leaving {
+            if member.status == Status::Leaving {
+                leaving.insert(member.name);
+            } else {
                 members.insert(member.name.clone(), Arc::new(member));
             }
         }
-        Catalog { members }
+        Catalog { members, leaving }
     }
 
     /// The events that turn `self` into `next`, in order: for each member by name,
@@ -552,6 +563,8 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["a"]);
         assert!(catalog.member("c").is_none());
+        assert!(catalog.is_leaving("c"));
+        assert!(!catalog.is_leaving("a"));
         assert_eq!(catalog.len(), 3);
     }
 

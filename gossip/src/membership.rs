@@ -675,12 +675,15 @@ impl CatalogTask {
 
         self.check_size(live.len());
         let previous = self.catalog.borrow().clone();
-        for event in previous.diff(&next) {
+        let events = previous.diff(&next);
+        // The new catalog is in place before its events go out, so a watcher that reads
+        // the catalog on an event sees the change.
+        self.catalog.send_replace(Arc::new(next));
+        for event in events {
             log_event(&event);
             // Having no receivers is fine: no watcher is subscribed.
             let _ = self.events.send(event);
         }
-        self.catalog.send_replace(Arc::new(next));
     }
 
     fn check_size(&self, members: usize) {

@@ -406,9 +406,11 @@ impl Seal {
         };
 
         if compressed {
-            let plain = zstd::bulk::decompress(out, self.max_datagram).map_err(|error| {
+            // The body is one chitchat message, which chitchat sizes to fit one UDP
+            // datagram whatever this seal's wire limit.
+            let plain = zstd::bulk::decompress(out, MAX_UDP_PAYLOAD).map_err(|error| {
                 OpenError::BadCompression {
-                    limit: self.max_datagram,
+                    limit: MAX_UDP_PAYLOAD,
                     reason: error.to_string(),
                 }
             })?;
@@ -602,8 +604,23 @@ mod tests {
         datagram.extend_from_slice(&bomb);
         assert!(matches!(
             open.open(&datagram, &mut Vec::new()),
-            Err(OpenError::BadCompression { limit: 1_000, .. })
+            Err(OpenError::BadCompression {
+                limit: MAX_UDP_PAYLOAD,
+                ..
+            })
         ));
+    }
+
+    #[test]
+    fn small_wire_limit_still_opens_large_compressed_bodies() {
+        let seal = Seal::new(Some(Keyring::from_cluster_key(b"k")), "test", 2_000);
+        let body = b"svc:orders={\"v\":\"1.0.0\"}".repeat(200);
+        assert!(body.len() > 2_000);
+        let mut datagram = Vec::new();
+        seal.seal(&body, None, &mut datagram).unwrap();
+        let mut opened = Vec::new();
+        seal.open(&datagram, &mut opened).unwrap();
+        assert_eq!(opened, body);
     }
 
     #[test]

@@ -571,9 +571,29 @@ async fn key_rotation_keeps_everyone_including_a_returning_member() {
     for ring in &rings {
         ring.remove(&old_key).unwrap();
     }
+    // Datagrams sealed with the old key may still be in flight; after they have landed,
+    // none may fail to open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before: Vec<_> = members
+        .iter()
+        .chain([&sleeper])
+        .map(Membership::stats)
+        .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for member in members.iter().chain([&sleeper]) {
+    for (member, before) in members.iter().chain([&sleeper]).zip(before) {
+        let after = member.stats();
         assert_eq!(member.catalog().len(), 4, "{}", member.name());
+        assert_eq!(
+            after.dropped_no_key,
+            before.dropped_no_key,
+            "{}",
+            member.name()
+        );
+        assert!(
+            after.datagrams_received > before.datagrams_received + 5,
+            "{} stopped hearing the cluster",
+            member.name()
+        );
     }
 }
 

@@ -296,8 +296,10 @@ impl Client {
                     (status, retryable)
                 }
             };
-            let out_of_time = deadline.is_some_and(|deadline| Instant::now() >= deadline);
-            if !retryable || attempt >= self.max_attempts || out_of_time {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(deadline_exceeded(attempt, &status));
+            }
+            if !retryable || attempt >= self.max_attempts {
                 return Err(status);
             }
             if !lock(&route.budget).try_withdraw(Instant::now().into_std()) {
@@ -307,7 +309,12 @@ impl Client {
             tracing::debug!(service = %self.service, method, peer = %chosen.name, error = %status, attempt, "retrying on another member");
             tried.insert(chosen.name);
             let pause = backoff(attempt, BACKOFF_BASE, BACKOFF_MAX, &mut rand::rng());
-            tokio::time::sleep(pause).await;
+            match deadline {
+                Some(deadline) => {
+                    tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await
+                }
+                None => tokio::time::sleep(pause).await,
+            }
         }
     }
 
@@ -320,7 +327,7 @@ impl Client {
         deadline: Option<Instant>,
     ) -> Result<Resp, Failure> {
         let options = self.call_options(deadline);
-        let stream = match self.open_stream(chosen).await {
+        let stream = match self.open_stream(chosen, deadline).await {
             Ok(stream) => stream,
             Err(status) => {
                 self.record_transport(route, chosen, &status);
@@ -333,6 +340,10 @@ impl Client {
             Ok(reply) => {
                 lock(&route.ejector).record_success(&chosen.name);
                 Ok(reply)
+            }
+            Err(status) if status.is_unprocessed() => {
+                lock(&route.ejector).record_success(&chosen.name);
+                Err(Failure::NotSent(status))
             }
             Err(status) => {
                 self.record_transport(route, chosen, &status);
@@ -354,7 +365,7 @@ impl Client {
         loop {
             attempt += 1;
             let chosen = self.choose(&route, key, &tried)?;
-            match self.open_stream(&chosen).await {
+            match self.open_stream(&chosen, deadline).await {
                 Ok(stream) => {
                     return Ok((stream, self.call_options(deadline), chosen.name));
                 }
@@ -371,14 +382,25 @@ impl Client {
     }
 
     /// Opens a stream to the chosen member within the connect timeout, so that a member
-    /// that vanished without a word costs one timeout and not the whole deadline.
-    async fn open_stream(&self, chosen: &Chosen) -> Result<CallStream, Status> {
+    /// that vanished without a word costs one timeout and not the whole deadline. The
+    /// call's deadline cuts the wait shorter when it comes first.
+    async fn open_stream(
+        &self,
+        chosen: &Chosen,
+        deadline: Option<Instant>,
+    ) -> Result<CallStream, Status> {
         let Some(peer) = chosen.peer else {
             return Ok(self.local_stream());
         };
+        let connect_by = Instant::now() + self.connect_timeout;
+        let limit = deadline.map_or(connect_by, |deadline| deadline.min(connect_by));
         let opening = self.node.endpoint().open_call(peer);
-        match tokio::time::timeout(self.connect_timeout, opening).await {
+        match tokio::time::timeout_at(limit, opening).await {
             Ok(result) => result,
+            Err(_) if limit < connect_by => Err(Status::deadline_exceeded(format!(
+                "call deadline passed while connecting to {} at {}",
+                chosen.name, peer.addr
+            ))),
             Err(_) => Err(Status::unavailable(format!(
                 "connecting to {} at {} timed out after {:?}",
                 chosen.name, peer.addr, self.connect_timeout
@@ -399,8 +421,11 @@ impl Client {
         CallStream::new(client_read, client_write, &self.node.inner.rpc_config)
     }
 
+    /// Counts a failure toward ejecting the member only when the path to it failed: a
+    /// status the member itself sent back is an application's answer, never a reason to
+    /// eject it.
     fn record_transport(&self, route: &RouteState, chosen: &Chosen, status: &Status) {
-        if !is_transport_failure(status.code()) {
+        if status.from_peer() || !is_transport_failure(status.code()) {
             lock(&route.ejector).record_success(&chosen.name);
             return;
         }
@@ -514,7 +539,10 @@ impl Client {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        let own = self.timeout.map(|timeout| Instant::now() + timeout);
+        // A timeout too large to add to the clock means no deadline at all.
+        let own = self
+            .timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
         let inherited = self.parent.as_ref().and_then(CallOptions::deadline);
         match (own, inherited) {
             (Some(own), Some(inherited)) => Some(own.min(inherited)),
@@ -565,7 +593,14 @@ impl Drop for InFlightCount<'_> {
     }
 }
 
-/// Codes that mean the member or the path to it failed, not the call's content.
+/// The status a call gets when its deadline passes between attempts.
+fn deadline_exceeded(attempts: u32, last: &Status) -> Status {
+    Status::deadline_exceeded(format!(
+        "call deadline passed after {attempts} attempts; last error: {last}"
+    ))
+}
+
+/// Codes that mean the path to the member failed, when this side produced them.
 fn is_transport_failure(code: Code) -> bool {
     matches!(code, Code::Unavailable | Code::Unauthenticated)
 }

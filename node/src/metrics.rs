@@ -12,6 +12,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// How many distinct (service, method) pairs get labels of their own.
+const MAX_LABELLED_METHODS: usize = 512;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     service: String,
@@ -27,6 +30,9 @@ struct MethodLabels {
 
 /// The calls a node made, by outcome, and their latency.
 pub(crate) struct Metrics {
+    /// (service, method) pairs with labels of their own; past [`MAX_LABELLED_METHODS`],
+    /// new pairs count under method `other`, so callers cannot grow memory without bound.
+    labelled: Mutex<std::collections::HashSet<(String, String)>>,
     registry: Mutex<Registry>,
     calls: Family<CallLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
@@ -51,6 +57,7 @@ impl Metrics {
             latency.clone(),
         );
         Self {
+            labelled: Mutex::new(std::collections::HashSet::new()),
             registry: Mutex::new(registry),
             calls,
             latency,
@@ -59,6 +66,21 @@ impl Metrics {
 
     /// Records one finished call.
     pub(crate) fn record_call(&self, service: &str, method: &str, code: Code, elapsed: Duration) {
+        let method = {
+            let mut labelled = self
+                .labelled
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let pair = (service.to_string(), method.to_string());
+            if labelled.contains(&pair) {
+                method
+            } else if labelled.len() < MAX_LABELLED_METHODS {
+                labelled.insert(pair);
+                method
+            } else {
+                "other"
+            }
+        };
         self.calls
             .get_or_create(&CallLabels {
                 service: service.to_string(),

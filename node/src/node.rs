@@ -43,16 +43,16 @@ pub enum StartError {
     #[error("node name is missing: set it with NodeBuilder::name")]
     MissingName,
     /// The node's key pair could not be loaded or created.
-    #[error("failed to load or create the node identity: {0}")]
+    #[error("failed to load or create the node identity")]
     Identity(#[from] murmur_rpc::IdentityError),
     /// The cluster certificate authority could not be set up from the cluster key.
-    #[error("failed to set up the cluster certificate authority: {0}")]
+    #[error("failed to set up the cluster certificate authority")]
     Trust(#[from] murmur_rpc::TrustError),
     /// The RPC endpoint could not bind.
-    #[error("failed to start the RPC endpoint: {0}")]
+    #[error("failed to start the RPC endpoint")]
     Rpc(#[from] murmur_rpc::BindError),
     /// Gossip could not start.
-    #[error("failed to start gossip: {0}")]
+    #[error("failed to start gossip")]
     Gossip(#[from] murmur_gossip::StartError),
     /// An address cannot be advertised to other members.
     #[error("{0}")]
@@ -63,7 +63,7 @@ pub enum StartError {
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// Gossip rejected the service's description (too large, bad name, too many).
-    #[error("failed to advertise service {service}: {source}")]
+    #[error("failed to advertise service {service}")]
     Advertise {
         /// The service name.
         service: String,
@@ -363,16 +363,17 @@ impl Node {
     pub async fn host(&self, service: ServiceDef) -> Result<(), HostError> {
         let name = service.name().to_string();
         let description = service.describe();
-        let router = self.inner.endpoint.router();
-        router.remove_service(&name);
-        service.register(router, &self.inner.serving);
+        // Gossip checks the description first, so a rejected one leaves the service as it
+        // was: still advertised and still served.
         if let Err(source) = self.inner.membership.set_service(description).await {
-            router.remove_service(&name);
             return Err(HostError::Advertise {
                 service: name,
                 source,
             });
         }
+        let router = self.inner.endpoint.router();
+        router.remove_service(&name);
+        service.register(router, &self.inner.serving);
         tracing::info!(service = %name, "hosting service");
         Ok(())
     }
@@ -394,12 +395,32 @@ impl Node {
     /// serving while that spreads, lets calls in flight finish within the drain grace,
     /// then leaves the cluster and closes the endpoint. Calling it again waits for the
     /// first shutdown to finish.
+    ///
+    /// # Cancel safety
+    ///
+    /// The shutdown runs in a task of its own: dropping this future stops the wait, not
+    /// the shutdown.
     pub async fn shutdown(&self) {
-        if self.inner.draining.swap(true, Ordering::AcqRel) {
-            let mut stopped = self.inner.stopped.subscribe();
-            let _ = stopped.wait_for(|stopped| *stopped).await;
-            return;
+        let mut stopped = self.inner.stopped.subscribe();
+        if !self.inner.draining.swap(true, Ordering::AcqRel) {
+            let node = self.clone();
+            tokio::spawn(async move { node.drain_and_stop().await });
         }
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Waits until the node has stopped.
+    pub async fn stopped(&self) {
+        let mut stopped = self.inner.stopped.subscribe();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+
+    async fn drain_and_stop(&self) {
         let started = Instant::now();
         tracing::info!(name = %self.inner.name, "draining");
         self.inner
@@ -480,7 +501,11 @@ async fn disconnect_failed(node: std::sync::Weak<Inner>, mut events: murmur_goss
         let Some(inner) = node.upgrade() else {
             return;
         };
-        if member.status == MemberStatus::Leaving {
+        let catalog = inner.catalog.borrow().clone();
+        let replaced = catalog
+            .member(&member.name)
+            .is_some_and(|current| current.generation > member.generation);
+        if catalog.is_leaving(&member.name) || replaced {
             continue;
         }
         if let Ok(node_id) = member.node_id.parse::<NodeId>() {

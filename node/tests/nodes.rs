@@ -178,6 +178,156 @@ async fn idempotent_calls_survive_a_dead_provider() {
 }
 
 #[tokio::test]
+async fn application_errors_never_eject_a_member() {
+    let (caller, providers) = cluster(2).await;
+    for provider in &providers {
+        let name = provider.name().to_string();
+        provider
+            .host(ServiceDef::new("gate", Version::new(1, 0, 0)).unary(
+                "check",
+                move |_ctx, (): ()| {
+                    let name = name.clone();
+                    async move {
+                        if name == "p0" {
+                            Err(Status::new(Code::Unavailable, "token store is down"))
+                        } else {
+                            Ok::<_, Status>(())
+                        }
+                    }
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    wait_for_providers(&caller, "gate", 2).await;
+    let gate = caller
+        .client("gate")
+        .balancer(Balancer::RoundRobin)
+        .max_attempts(1);
+    for _ in 0..10 {
+        let _ = gate.call::<(), ()>("check", &()).await;
+    }
+    // p0 sent Unavailable five times as an application; it must still take its share.
+    let whoami = caller.client("whoami").balancer(Balancer::RoundRobin);
+    let mut p0 = 0;
+    for _ in 0..20 {
+        let name: String = whoami.call("name", &()).await.unwrap();
+        if name == "p0" {
+            p0 += 1;
+        }
+    }
+    assert_eq!(p0, 10);
+}
+
+#[tokio::test]
+async fn unsent_calls_are_retried_whatever_the_method() {
+    let caller = start("caller", &[]).await;
+    let seed = vec![caller.gossip_addr().to_string()];
+    let mut providers = Vec::new();
+    for name in ["alive", "dead"] {
+        let node = start(name, &seed).await;
+        let served_by = name.to_string();
+        node.host(ServiceDef::new("ledger", Version::new(1, 0, 0)).unary(
+            "append",
+            move |_ctx, (): ()| {
+                let served_by = served_by.clone();
+                async move { Ok::<_, Status>(served_by) }
+            },
+        ))
+        .await
+        .unwrap();
+        providers.push(node);
+    }
+    wait_for_providers(&caller, "ledger", 2).await;
+    let dead = providers.pop().unwrap();
+    dead.endpoint().close().await;
+    drop(dead);
+    // `append` is not idempotent, but a call that never reached a server may go elsewhere.
+    let ledger = caller.client("ledger").timeout(Duration::from_secs(5));
+    for _ in 0..20 {
+        let name: String = ledger.call("append", &()).await.unwrap();
+        assert_eq!(name, "alive");
+    }
+}
+
+#[tokio::test]
+async fn timeout_holds_while_connecting() {
+    let caller = start("caller", &[]).await;
+    let provider = start("gone", &[caller.gossip_addr().to_string()]).await;
+    provider
+        .host(whoami("gone", Version::new(1, 0, 0)))
+        .await
+        .unwrap();
+    wait_for_providers(&caller, "whoami", 1).await;
+    provider.endpoint().close().await;
+    drop(provider);
+    let started = Instant::now();
+    let error = caller
+        .client("whoami")
+        .timeout(Duration::from_millis(200))
+        .call::<(), String>("name", &())
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+    assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn nested_calls_carry_deadline_and_trace() {
+    let caller = start("caller", &[]).await;
+    let seed = vec![caller.gossip_addr().to_string()];
+    let front = start("front", &seed).await;
+    let back = start("back", &seed).await;
+    back.host(ServiceDef::new("echo", Version::new(1, 0, 0)).unary(
+        "context",
+        |ctx, (): ()| async move {
+            let remaining = ctx.remaining().map(|left| left.as_millis() as u64);
+            Ok::<_, Status>((remaining, ctx.traceparent().map(str::to_string)))
+        },
+    ))
+    .await
+    .unwrap();
+    let front_node = front.clone();
+    front
+        .host(ServiceDef::new("relay", Version::new(1, 0, 0)).unary(
+            "context",
+            move |ctx, (): ()| {
+                let node = front_node.clone();
+                async move {
+                    let (back_remaining, back_trace): (Option<u64>, Option<String>) = node
+                        .client("echo")
+                        .inherit(&ctx)
+                        .call("context", &())
+                        .await?;
+                    Ok::<_, Status>((
+                        back_remaining,
+                        back_trace,
+                        ctx.traceparent().map(str::to_string),
+                    ))
+                }
+            },
+        ))
+        .await
+        .unwrap();
+    wait_for_providers(&caller, "relay", 1).await;
+    wait_for_providers(&front, "echo", 1).await;
+
+    let (back_remaining, back_trace, front_trace): (Option<u64>, Option<String>, Option<String>) =
+        caller
+            .client("relay")
+            .timeout(Duration::from_millis(2_000))
+            .call("context", &())
+            .await
+            .unwrap();
+    let back_remaining = back_remaining.expect("the nested call carried no deadline");
+    assert!(back_remaining <= 2_000, "{back_remaining} ms left");
+    assert!(back_remaining > 500, "{back_remaining} ms left");
+    assert!(front_trace.is_some());
+    assert_eq!(back_trace, front_trace);
+}
+
+#[tokio::test]
 async fn nested_calls_inherit_the_deadline() {
     let caller = start("caller", &[]).await;
     let seed = vec![caller.gossip_addr().to_string()];

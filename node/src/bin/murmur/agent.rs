@@ -15,6 +15,9 @@ use crate::demo::DemoRole;
 use crate::sidecar::{self, SidecarSpec};
 use crate::{UsageError, http};
 
+/// How long open HTTP requests may run after the node stopped.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
+
 /// Default listen addresses of the agent.
 pub const DEFAULT_GOSSIP: &str = "127.0.0.1:7946";
 pub const DEFAULT_RPC: &str = "127.0.0.1:7947";
@@ -124,6 +127,17 @@ impl AgentArgs {
             None => FileConfig::default(),
         };
         let name = self.name.or(file.name).unwrap_or_else(host_name);
+        let valid_name = !name.is_empty()
+            && name.len() <= murmur::gossip::MAX_NAME_BYTES
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+        if !valid_name {
+            return Err(UsageError(format!(
+                "invalid name {name:?}: expected 1 to {} ASCII letters, digits, '.', '_' or '-'",
+                murmur::gossip::MAX_NAME_BYTES
+            )));
+        }
         let dev = self.dev || file.dev.unwrap_or(false);
         let key_file = self.cluster_key_file.or(file.cluster_key_file);
         let cluster_key = cluster_key(key_file.as_deref(), dev)?;
@@ -239,6 +253,7 @@ fn host_name() -> String {
 
 /// Runs the agent until SIGTERM or Ctrl-C, then drains and stops.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    raise_file_limit();
     let mut builder = Node::builder()
         .name(&settings.name)
         .gossip_addr(settings.gossip)
@@ -278,18 +293,44 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, node.clone(), async move {
+    let mut server = tokio::spawn(http::serve(listener, node.clone(), async move {
         let _ = http_stopped.await;
     }));
     wait_for_signal().await;
     tracing::info!("stop requested; draining");
     node.shutdown().await;
     let _ = stop_http.send(());
-    match server.await {
-        Ok(result) => result.context("HTTP server failed")?,
-        Err(error) => return Err(anyhow::anyhow!("HTTP server task failed: {error}")),
+    // Requests still open get a few seconds to finish; then the process exits anyway.
+    match tokio::time::timeout(HTTP_GRACE, &mut server).await {
+        Ok(Ok(result)) => result.context("HTTP server failed")?,
+        Ok(Err(error)) => return Err(anyhow::anyhow!("HTTP server task failed: {error}")),
+        Err(_) => {
+            tracing::warn!(grace = ?HTTP_GRACE, "HTTP requests still open after the grace period; closing them");
+            server.abort();
+        }
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, as gossip keeps one loopback
+/// socket per peer heard from in the last minute and the default soft limit is often
+/// 1 024.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by reference,
+    // which lives for the whole call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("failed to raise the open file limit");
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -136,9 +136,13 @@ pub async fn call(
             .map_err(|error| UsageError(format!("invalid JSON request {text:?}: {error}")))?,
         None => Value::Null,
     };
-    let mut outgoing = client()?
-        .post(format!("{}/v1/call/{service}/{method}", base(http)))
-        .json(&request);
+    let mut url = reqwest::Url::parse(&format!("{}/v1/call", base(http)))
+        .map_err(|error| UsageError(format!("invalid agent address {http}: {error}")))?;
+    url.path_segments_mut()
+        .map_err(|()| UsageError(format!("invalid agent address {http}")))?
+        .push(service)
+        .push(method);
+    let mut outgoing = client()?.post(url).json(&request);
     let mut wait = Duration::from_secs(60);
     if let Some(text) = timeout {
         let parsed = parse_duration(text)

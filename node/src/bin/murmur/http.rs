@@ -196,8 +196,17 @@ async fn dashboard() -> Html<&'static str> {
 
 async fn watch(State(node): State<Node>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = node.membership().watch();
-    let stream = futures_util::stream::unfold(events, |mut events| async move {
-        let event = match events.next().await {
+    // The stream ends when the node starts shutting down, or the HTTP server's graceful
+    // shutdown would wait on it forever.
+    let stream = futures_util::stream::unfold((events, node), |(mut events, node)| async move {
+        if node.is_draining() {
+            return None;
+        }
+        let next = tokio::select! {
+            next = events.next() => next,
+            () = wait_for_drain(&node) => return None,
+        };
+        let event = match next {
             Ok(event) => {
                 let view = event_view(&event);
                 let data = serde_json::to_string(&view).unwrap_or_default();
@@ -208,9 +217,15 @@ async fn watch(State(node): State<Node>) -> Sse<impl Stream<Item = Result<Event,
                 .data(format!("{{\"missed\":{missed}}}")),
             Err(WatchError::Closed) => return None,
         };
-        Some((Ok(event), events))
+        Some((Ok(event), (events, node)))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+}
+
+async fn wait_for_drain(node: &Node) {
+    while !node.is_draining() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 pub fn event_view(event: &CatalogEvent) -> EventView {
@@ -240,6 +255,21 @@ async fn call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(origin) = foreign_origin(&headers) {
+        tracing::warn!(
+            origin,
+            service,
+            method,
+            "rejected a call from a web page of another origin"
+        );
+        let status = Status::new(
+            murmur::Code::PermissionDenied,
+            format!(
+                "calls from web pages of origin {origin} are not allowed; only local pages may call"
+            ),
+        );
+        return error_response(&status);
+    }
     match gateway_call(&node, &service, &method, &headers, &body).await {
         Ok(reply) => Json(reply).into_response(),
         Err(status) => error_response(&status),
@@ -295,6 +325,26 @@ async fn gateway_call(
     client.call::<Value, Value>(method, &request).await
 }
 
+/// Returns the `Origin` header of a request sent by a browser page that is not served
+/// from this machine. Browsers add `Origin` to cross-site POSTs, so this stops a web
+/// page from calling into the cluster through the agent; other clients send none.
+fn foreign_origin(headers: &HeaderMap) -> Option<String> {
+    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("invalid");
+    let host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let host = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
+    });
+    let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+    (!local).then(|| origin.to_string())
+}
+
 /// Maps a call status code to the HTTP status, as gRPC gateways do.
 pub fn http_status(code: Code) -> StatusCode {
     match code {
@@ -324,6 +374,9 @@ fn error_response(status: &Status) -> Response {
 }
 
 /// Parses a duration such as `250ms`, `1.5s`, `2m` or `100us`.
+/// The longest timeout accepted: a day.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -344,7 +397,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text:?}: {error}"))
+    let duration =
+        Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text:?}: {error}"))?;
+    if duration > MAX_TIMEOUT {
+        return Err(format!("{text:?} is longer than the maximum of 24h"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -360,6 +418,32 @@ mod tests {
         assert!(parse_duration("200").unwrap_err().contains("no unit"));
         assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("ms").unwrap_err().contains("number"));
+        assert!(
+            parse_duration("10000000000000000000s")
+                .unwrap_err()
+                .contains("maximum")
+        );
+    }
+
+    #[test]
+    fn only_local_origins_may_call() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(foreign_origin(&headers), None);
+        for local in [
+            "http://localhost:7948",
+            "http://127.0.0.1:7948",
+            "http://[::1]:80",
+        ] {
+            headers.insert(header::ORIGIN, local.parse().unwrap());
+            assert_eq!(foreign_origin(&headers), None, "{local}");
+        }
+        headers.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert_eq!(
+            foreign_origin(&headers).as_deref(),
+            Some("https://evil.example")
+        );
+        headers.insert(header::ORIGIN, "null".parse().unwrap());
+        assert_eq!(foreign_origin(&headers).as_deref(), Some("null"));
     }
 
     #[test]

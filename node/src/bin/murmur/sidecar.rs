@@ -89,7 +89,16 @@ async fn forward(
         outgoing = outgoing.header("traceparent", traceparent);
     }
     for (key, value) in ctx.metadata().iter() {
-        outgoing = outgoing.header(format!("x-murmur-meta-{key}"), value);
+        let name =
+            reqwest::header::HeaderName::from_bytes(format!("x-murmur-meta-{key}").as_bytes());
+        let value = reqwest::header::HeaderValue::from_str(value);
+        match (name, value) {
+            (Ok(name), Ok(value)) => outgoing = outgoing.header(name, value),
+            _ => tracing::debug!(
+                key,
+                "metadata entry is not a valid HTTP header; not forwarded"
+            ),
+        }
     }
 
     let answer = outgoing.send().await.map_err(|error| {
