@@ -137,6 +137,34 @@ impl FrameDecoder {
         Ok(Some(Frame { kind, body }))
     }
 
+    /// Splits one whole frame off the front of `buf` without copying its body.
+    ///
+    /// Returns `Ok(None)` and leaves `buf` as it was when `buf` holds only part of a frame;
+    /// the caller then copies the rest into a [`BytesMut`] and goes on with
+    /// [`decode`](Self::decode).
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`decode`](Self::decode), as soon as the 5-byte header shows them.
+    pub(crate) fn decode_shared(&self, buf: &mut Bytes) -> Result<Option<Frame>, FrameError> {
+        if buf.len() < FRAME_HEADER_LEN {
+            return Ok(None);
+        }
+
+        let size = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let kind = FrameKind::from_u8(buf[4]).ok_or(FrameError::UnknownKind(buf[4]))?;
+        self.check_size(kind, size)?;
+
+        let total = FRAME_HEADER_LEN + size as usize;
+        if buf.len() < total {
+            return Ok(None);
+        }
+
+        buf.advance(FRAME_HEADER_LEN);
+        let body = buf.split_to(size as usize);
+        Ok(Some(Frame { kind, body }))
+    }
+
     /// Removes one whole frame from `buf` after the stream has ended.
     ///
     /// Returns `Ok(None)` when `buf` is empty, meaning the stream ended cleanly between frames.
@@ -189,10 +217,19 @@ impl FrameDecoder {
 /// Panics if `body_len` does not fit in 32 bits. Senders check their frame limit, which is a
 /// `u32`, before they get here.
 pub fn encode_header(kind: FrameKind, body_len: usize, dst: &mut BytesMut) {
-    let len = u32::try_from(body_len).expect("frame body length was checked against a u32 limit");
     dst.reserve(FRAME_HEADER_LEN + body_len);
-    dst.put_u32(len);
-    dst.put_u8(kind.as_u8());
+    dst.put_slice(&header_bytes(kind, body_len));
+}
+
+/// Returns the 5 header bytes of a frame with a body of `body_len` bytes.
+///
+/// # Panics
+///
+/// Panics if `body_len` does not fit in 32 bits, as [`encode_header`] does.
+pub(crate) fn header_bytes(kind: FrameKind, body_len: usize) -> [u8; FRAME_HEADER_LEN] {
+    let len = u32::try_from(body_len).expect("frame body length was checked against a u32 limit");
+    let [a, b, c, d] = len.to_be_bytes();
+    [a, b, c, d, kind.as_u8()]
 }
 
 /// Appends a whole frame to `dst`.
@@ -315,6 +352,41 @@ mod tests {
                 received: 2,
                 expected: 5
             })
+        );
+    }
+
+    #[test]
+    fn decode_shared_splits_whole_frames_and_leaves_partial_ones() {
+        let mut wire = BytesMut::new();
+        encode_frame(FrameKind::Head, b"head", &mut wire);
+        encode_frame(FrameKind::Data, b"payload", &mut wire);
+        let mut whole = wire.freeze();
+        let mut partial = whole.slice(..whole.len() - 1);
+
+        let head = decoder().decode_shared(&mut whole).unwrap().unwrap();
+        assert_eq!(head.kind, FrameKind::Head);
+        assert_eq!(&head.body[..], b"head");
+        let data = decoder().decode_shared(&mut whole).unwrap().unwrap();
+        assert_eq!(&data.body[..], b"payload");
+        assert!(whole.is_empty());
+
+        decoder().decode_shared(&mut partial).unwrap().unwrap();
+        let left = partial.len();
+        assert_eq!(decoder().decode_shared(&mut partial).unwrap(), None);
+        assert_eq!(partial.len(), left);
+    }
+
+    #[test]
+    fn decode_shared_rejects_like_decode() {
+        let mut oversized = Bytes::from_static(&[0, 0, 4, 1, 2]);
+        assert!(matches!(
+            decoder().decode_shared(&mut oversized),
+            Err(FrameError::FrameTooLarge { size: 1025, .. })
+        ));
+        let mut unknown = Bytes::from_static(&[0, 0, 0, 1, 9, 0]);
+        assert_eq!(
+            decoder().decode_shared(&mut unknown),
+            Err(FrameError::UnknownKind(9))
         );
     }
 

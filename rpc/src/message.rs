@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::frame::{FRAME_HEADER_LEN, FrameKind, encode_header};
+use crate::frame::{FRAME_HEADER_LEN, FrameKind, header_bytes};
 use crate::status::Status;
 
 /// A request or reply payload that can travel in a `Data` frame.
@@ -109,9 +109,7 @@ pub(crate) fn encode_data_frame<M: Message>(
         )));
     }
 
-    let mut header = BytesMut::with_capacity(FRAME_HEADER_LEN);
-    encode_header(FrameKind::Data, body_len, &mut header);
-    dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
+    dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&header_bytes(FrameKind::Data, body_len));
     Ok(())
 }
 

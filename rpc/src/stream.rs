@@ -6,7 +6,7 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -15,10 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::trace;
 
 use crate::config::RpcConfig;
-use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind};
+use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind, encode_frame};
 use crate::message::{Message, encode_data_frame};
 use crate::status::{Code, Status};
-use crate::wire::{Head, Trail, encode_msgpack_frame};
+use crate::wire::{Head, OK_TRAIL_BODY, Trail, encode_msgpack_frame};
 
 /// Application error codes for QUIC `RESET_STREAM` and `STOP_SENDING`.
 pub(crate) mod stream_code {
@@ -35,8 +35,12 @@ pub(crate) mod stream_code {
     pub const REQUEST_NOT_READ: u32 = 4;
 }
 
-/// Bytes to have free in the read buffer before each read.
+/// Bytes to have free in the read buffer before each read from a transport other than QUIC.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Bytes a frame writer allocates up front: room for a head or a trail and a small message,
+/// so that encoding them does not grow the buffer piece by piece. Larger messages grow it once.
+const WRITE_CAPACITY: usize = 512;
 
 /// The receiving half of a call's stream.
 pub(crate) enum RecvHalf {
@@ -151,9 +155,15 @@ pub(crate) enum ReadFailure {
 }
 
 /// Reads frames from a call's receiving half.
+///
+/// On QUIC, the reader takes quinn's received chunks as they are, so a frame that lies whole
+/// in one chunk reaches the caller without a copy. Only a frame split across chunks is
+/// copied into `buf`, and only then does `buf` allocate.
 pub(crate) struct FrameReader {
     recv: RecvHalf,
     buf: BytesMut,
+    /// The undecoded rest of the last QUIC chunk. Empty whenever `buf` is not.
+    chunk: Bytes,
     decoder: FrameDecoder,
     eof: bool,
 }
@@ -163,6 +173,7 @@ impl FrameReader {
         FrameReader {
             recv,
             buf: BytesMut::new(),
+            chunk: Bytes::new(),
             decoder: FrameDecoder::new(config.max_frame_size, config.effective_head_limit()),
             eof: false,
         }
@@ -174,12 +185,7 @@ impl FrameReader {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Frame>, ReadFailure>> {
         loop {
-            let decoded = if self.eof {
-                self.decoder.decode_eof(&mut self.buf)
-            } else {
-                self.decoder.decode(&mut self.buf)
-            };
-            match decoded {
+            match self.decode_next() {
                 Ok(Some(frame)) => {
                     trace!(kind = ?frame.kind, len = frame.body.len(), "frame received");
                     return Poll::Ready(Ok(Some(frame)));
@@ -189,20 +195,58 @@ impl FrameReader {
                 Err(error) => return Poll::Ready(Err(ReadFailure::Frame(error))),
             }
 
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            let read = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut self.recv),
-                cx,
-                &mut self.buf
-            ));
-            match read {
-                Ok(0) => self.eof = true,
-                Ok(_) => {}
-                Err(error) => return Poll::Ready(Err(ReadFailure::Stream(error))),
+            if let Err(error) = ready!(self.poll_fill(cx)) {
+                return Poll::Ready(Err(ReadFailure::Stream(error)));
             }
         }
+    }
+
+    /// Decodes the next frame from the bytes already received: first from the QUIC chunk
+    /// without copying, then from `buf`.
+    fn decode_next(&mut self) -> Result<Option<Frame>, FrameError> {
+        if !self.chunk.is_empty() {
+            if let Some(frame) = self.decoder.decode_shared(&mut self.chunk)? {
+                return Ok(Some(frame));
+            }
+            // The chunk ends inside a frame, so the frame's next bytes must join it in `buf`.
+            self.buf.extend_from_slice(&self.chunk);
+            self.chunk.clear();
+        }
+        if self.eof {
+            self.decoder.decode_eof(&mut self.buf)
+        } else {
+            self.decoder.decode(&mut self.buf)
+        }
+    }
+
+    /// Receives more bytes, setting `eof` when the stream has ended.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let RecvHalf::Quic(stream) = &mut self.recv {
+            // `read_chunk` keeps no state between polls, so a fresh future per poll loses
+            // nothing when it is pending.
+            let read = pin!(stream.read_chunk(usize::MAX, true));
+            match ready!(read.poll(cx)) {
+                Ok(Some(chunk)) if self.buf.is_empty() => self.chunk = chunk.bytes,
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => self.eof = true,
+                Err(error) => return Poll::Ready(Err(error.into())),
+            }
+            return Poll::Ready(Ok(()));
+        }
+
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.recv),
+            cx,
+            &mut self.buf
+        )) {
+            Ok(0) => self.eof = true,
+            Ok(_) => {}
+            Err(error) => return Poll::Ready(Err(error)),
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Reads the next frame; `None` means the stream ended cleanly between frames.
@@ -228,7 +272,7 @@ impl FrameWriter {
     pub(crate) fn new(send: SendHalf, config: &RpcConfig) -> FrameWriter {
         FrameWriter {
             send,
-            buf: BytesMut::new(),
+            buf: BytesMut::with_capacity(WRITE_CAPACITY),
             max_frame_size: config.max_frame_size,
             max_head_size: config.effective_head_limit(),
         }
@@ -249,6 +293,10 @@ impl FrameWriter {
     /// Queues a trail frame. A trail over the frame limit, which only a huge message or
     /// huge metadata can make, is replaced by a short `ResourceExhausted` trail.
     pub(crate) fn push_trail(&mut self, trail: &Trail) {
+        if trail.is_plain_ok() {
+            encode_frame(FrameKind::Trail, &OK_TRAIL_BODY, &mut self.buf);
+            return;
+        }
         if let Err(status) =
             encode_msgpack_frame(FrameKind::Trail, trail, self.max_frame_size, &mut self.buf)
         {
@@ -381,7 +429,6 @@ pub(crate) fn status_from_frame_error(error: &FrameError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::encode_frame;
     use crate::message::Raw;
     use tokio::io::AsyncWriteExt;
 

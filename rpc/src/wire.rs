@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{FRAME_HEADER_LEN, FrameKind, encode_header};
+use crate::frame::{FRAME_HEADER_LEN, FrameKind, header_bytes};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 
@@ -101,6 +101,17 @@ impl Trail {
     }
 }
 
+/// The MessagePack body of [`Trail::ok`]: a one-entry map `{"code": 0}`. Most replies end
+/// with it, so senders copy these bytes instead of running the encoder.
+pub(crate) const OK_TRAIL_BODY: [u8; 7] = [0x81, 0xa4, b'c', b'o', b'd', b'e', 0x00];
+
+impl Trail {
+    /// Returns whether this is the plain success trail, whose body is [`OK_TRAIL_BODY`].
+    pub(crate) fn is_plain_ok(&self) -> bool {
+        self.code == 0 && self.message.is_empty() && self.metadata.is_empty()
+    }
+}
+
 impl From<Status> for Trail {
     fn from(status: Status) -> Trail {
         let (code, message, metadata) = status.into_parts();
@@ -147,9 +158,7 @@ pub(crate) fn encode_msgpack_frame<T: Serialize + ?Sized>(
         )));
     }
 
-    let mut header = BytesMut::with_capacity(FRAME_HEADER_LEN);
-    encode_header(kind, body_len, &mut header);
-    dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
+    dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&header_bytes(kind, body_len));
     Ok(body_len)
 }
 
@@ -196,6 +205,14 @@ mod tests {
 
         assert_eq!(frame.kind, FrameKind::Head);
         assert_eq!(Head::decode(&frame.body).unwrap(), head);
+    }
+
+    #[test]
+    fn ok_trail_body_matches_the_encoder() {
+        let encoded = rmp_serde::to_vec_named(&Trail::ok()).unwrap();
+        assert_eq!(encoded, OK_TRAIL_BODY);
+        assert!(Trail::ok().is_plain_ok());
+        assert_eq!(Trail::decode(&OK_TRAIL_BODY).unwrap(), Trail::ok());
     }
 
     #[test]
