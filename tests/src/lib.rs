@@ -12,6 +12,7 @@ pub mod app;
 pub mod binary;
 pub mod load;
 pub mod netns;
+pub mod tun;
 
 use std::time::{Duration, Instant};
 

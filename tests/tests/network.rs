@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use murmur_tests::load::{Load, LoadReport, LoadSpec};
-use murmur_tests::netns::{self, Bridge};
+use murmur_tests::netns::{self, Bridge, Netns};
+use murmur_tests::tun::{self, Impairment, TunLink};
 use murmur_tests::{AgentSpec, Cluster, api, serial, wait_for};
 use serde_json::json;
 
@@ -35,19 +36,24 @@ struct Side {
 
 /// Starts `inventory-{a,b}` and `caller-{a,b}` on the two sides; every agent joins
 /// through both providers, so each side has a seed on the other.
-fn start_sides(bridge: &Bridge, cluster: &mut Cluster, extra_args: &[&str]) -> Vec<Side> {
+fn start_sides(
+    namespaces: &[&Netns],
+    address: fn(usize) -> String,
+    cluster: &mut Cluster,
+    extra_args: &[&str],
+) -> Vec<Side> {
     let letters = ["a", "b"];
     let seeds: Vec<SocketAddr> = (0..2)
         .map(|side| {
-            format!("{}:7946", Bridge::address(side))
+            format!("{}:7946", address(side))
                 .parse()
                 .expect("a literal address")
         })
         .collect();
     let mut sides = Vec::new();
     for (index, letter) in letters.iter().enumerate() {
-        let ip = Bridge::address(index);
-        let netns = bridge.sides[index].name.clone();
+        let ip = address(index);
+        let netns = namespaces[index].name.clone();
         let provider = format!("inventory-{letter}");
         let caller = format!("caller-{letter}");
         for (name, base) in [(&provider, 7946), (&caller, 8946)] {
@@ -129,8 +135,10 @@ async fn partition_heals_without_manual_join() {
     let _serial = serial().await;
     let bridge = Bridge::create("part", 2);
     let mut cluster = Cluster::new();
+    let namespaces: Vec<&Netns> = bridge.sides.iter().collect();
     let sides = start_sides(
-        &bridge,
+        &namespaces,
+        Bridge::address,
         &mut cluster,
         &["--dead-member-retention", RETENTION],
     );
@@ -197,7 +205,7 @@ async fn partition_heals_without_manual_join() {
         );
         assert_eq!(
             providers,
-            &[side.provider.clone()],
+            std::slice::from_ref(&side.provider),
             "routing during the cut"
         );
         assert_failures_only_before(report, cut_at + alone.unwrap_or(CUT));
@@ -240,6 +248,10 @@ async fn loss_and_delay_cause_no_flapping() {
         eprintln!("skipping the lossy network test: needs the `tc` command (iproute2) on PATH");
         return;
     }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        eprintln!("skipping the lossy network test: needs /dev/net/tun for the fallback relay");
+        return;
+    }
     let seconds = std::env::var("MURMUR_LOSS_SECONDS")
         .ok()
         .and_then(|text| text.parse::<u64>().ok())
@@ -247,9 +259,18 @@ async fn loss_and_delay_cause_no_flapping() {
         .clamp(5, 600);
     let lossy = Duration::from_secs(seconds);
     let _serial = serial().await;
-    let bridge = Bridge::create("loss", 2);
+    let link = lossy_link();
     let mut cluster = Cluster::new();
-    let sides = start_sides(&bridge, &mut cluster, &[]);
+    let sides = match &link {
+        Link::Netem(bridge) => {
+            let namespaces: Vec<&Netns> = bridge.sides.iter().collect();
+            start_sides(&namespaces, Bridge::address, &mut cluster, &[])
+        }
+        Link::Relay(relay) => {
+            let namespaces: Vec<&Netns> = relay.sides.iter().collect();
+            start_sides(&namespaces, tun::side_address, &mut cluster, &[])
+        }
+    };
     let everyone = all_names(&sides);
     let formed = wait_each_side_lists(&sides, &everyone, CONVERGE_WITHIN).await;
     assert!(
@@ -257,12 +278,6 @@ async fn loss_and_delay_cause_no_flapping() {
         "the cluster did not form: {formed:?}"
     );
 
-    if let Err(error) = bridge.netem(0, &["loss", "5%", "delay", "20ms", "10ms"]) {
-        eprintln!(
-            "skipping the lossy network test: tc netem failed ({error}); the kernel needs the netem qdisc (CONFIG_NET_SCH_NETEM)"
-        );
-        return;
-    }
     let started = Instant::now();
     let mut threads = Vec::new();
     for side in &sides {
@@ -301,7 +316,8 @@ async fn loss_and_delay_cause_no_flapping() {
     for (side, thread) in sides.iter().zip(threads) {
         let (flaps, report) = netns::join(thread).await;
         eprintln!(
-            "lossy network ({seconds} s of 5% loss, 20 ms ± 10 ms delay), side of {}: {} calls, {} failed, served by {:?}, {} member losses seen",
+            "lossy network ({seconds} s of 5% loss, 20 ms ± 10 ms delay, {}), side of {}: {} calls, {} failed, served by {:?}, {} member losses seen",
+            link.describe(),
             side.provider,
             report.total(),
             report.failed().len(),
@@ -320,5 +336,49 @@ async fn loss_and_delay_cause_no_flapping() {
             "calls failed under loss:\n{}",
             report.failure_summary()
         );
+    }
+}
+
+/// The impaired link between the two sides of the lossy network test.
+enum Link {
+    /// `tc netem` on both ends of side 0's veth pair.
+    Netem(Bridge),
+    /// The user-space relay, for kernels without netem.
+    Relay(TunLink),
+}
+
+impl Link {
+    fn describe(&self) -> String {
+        match self {
+            Link::Netem(_) => "tc netem".to_string(),
+            Link::Relay(relay) => format!(
+                "TUN relay, {} packets dropped, {} delivered",
+                relay.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                relay.delivered.load(std::sync::atomic::Ordering::Relaxed)
+            ),
+        }
+    }
+}
+
+/// Sets up 5 % loss and 20 ms ± 10 ms delay each way between two namespaces: with
+/// `tc netem` when the kernel has it, with the user-space relay otherwise.
+fn lossy_link() -> Link {
+    let bridge = Bridge::create("loss", 2);
+    match bridge.netem(0, &["loss", "5%", "delay", "20ms", "10ms"]) {
+        Ok(()) => Link::Netem(bridge),
+        Err(error) => {
+            eprintln!(
+                "tc netem failed ({error}): the kernel lacks the netem qdisc, so a relay over TUN devices impairs the link instead"
+            );
+            drop(bridge);
+            Link::Relay(TunLink::create(
+                "loss",
+                Impairment {
+                    loss: 0.05,
+                    delay: Duration::from_millis(20),
+                    jitter: Duration::from_millis(10),
+                },
+            ))
+        }
     }
 }
