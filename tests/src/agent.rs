@@ -31,6 +31,8 @@ pub struct AgentSpec {
     pub services: Vec<String>,
     /// The hidden `--demo-role` that hosts a Rust example service in the agent.
     pub demo_role: Option<String>,
+    /// The gossip profile: `local` (100 ms rounds) or `lan` (250 ms rounds).
+    pub profile: String,
     /// Further flags, appended last.
     pub extra_args: Vec<String>,
     /// The network namespace to run in (through `ip netns exec`); none for the test's own.
@@ -51,6 +53,7 @@ impl AgentSpec {
             join: join.to_vec(),
             services: Vec::new(),
             demo_role: None,
+            profile: "local".to_string(),
             extra_args: Vec::new(),
             netns: None,
         }
@@ -113,7 +116,7 @@ impl Agent {
             .args(["--http", &spec.http.to_string()])
             .arg("--cluster-key-file")
             .arg(key_file)
-            .args(["--profile", "local"]);
+            .args(["--profile", &spec.profile]);
         if !spec.join.is_empty() {
             let seeds: Vec<String> = spec.join.iter().map(ToString::to_string).collect();
             command.args(["--join", &seeds.join(",")]);

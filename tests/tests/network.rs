@@ -20,6 +20,9 @@ const CUT: Duration = Duration::from_secs(8);
 const RETENTION: &str = "3s";
 /// Gross bound on healing; chitchat re-contacts seeds every few gossip rounds.
 const HEAL_BOUND: Duration = Duration::from_secs(60);
+/// Gossip profile of the lossy network test. A lossy link stands for a real network,
+/// whose profile is `lan`.
+const LOSS_PROFILE: &str = "lan";
 /// Calls per second on each side.
 const RATE: u32 = 50;
 
@@ -39,6 +42,7 @@ struct Side {
 fn start_sides(
     namespaces: &[&Netns],
     address: fn(usize) -> String,
+    profile: &str,
     cluster: &mut Cluster,
     extra_args: &[&str],
 ) -> Vec<Side> {
@@ -69,6 +73,7 @@ fn start_sides(
                 join: seeds.clone(),
                 services: Vec::new(),
                 demo_role: None,
+                profile: profile.to_string(),
                 extra_args: Vec::new(),
                 netns: Some(netns.clone()),
             }
@@ -139,6 +144,7 @@ async fn partition_heals_without_manual_join() {
     let sides = start_sides(
         &namespaces,
         Bridge::address,
+        "local",
         &mut cluster,
         &["--dead-member-retention", RETENTION],
     );
@@ -264,11 +270,23 @@ async fn loss_and_delay_cause_no_flapping() {
     let sides = match &link {
         Link::Netem(bridge) => {
             let namespaces: Vec<&Netns> = bridge.sides.iter().collect();
-            start_sides(&namespaces, Bridge::address, &mut cluster, &[])
+            start_sides(
+                &namespaces,
+                Bridge::address,
+                LOSS_PROFILE,
+                &mut cluster,
+                &[],
+            )
         }
         Link::Relay(relay) => {
             let namespaces: Vec<&Netns> = relay.sides.iter().collect();
-            start_sides(&namespaces, tun::side_address, &mut cluster, &[])
+            start_sides(
+                &namespaces,
+                tun::side_address,
+                LOSS_PROFILE,
+                &mut cluster,
+                &[],
+            )
         }
     };
     let everyone = all_names(&sides);
@@ -324,6 +342,9 @@ async fn loss_and_delay_cause_no_flapping() {
             report.served_by(),
             flaps.len()
         );
+        if !report.failed().is_empty() {
+            eprintln!("failed calls:\n{}", report.failure_summary());
+        }
         assert!(
             flaps.is_empty(),
             "members flapped: {:?}",
