@@ -55,7 +55,7 @@ struct Cli {
     seed: u64,
 
     /// Gossip settings to run, comma-separated: `murmur` (murmur's defaults) or
-    /// `chitchat` (plain chitchat 0.13's defaults, the baseline).
+    /// `chitchat` (the baseline: plain chitchat 0.13's detector defaults).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "murmur")]
     profile: Vec<Profile>,
 
@@ -137,8 +137,8 @@ enum Profile {
     /// murmur's defaults: 250 ms interval, 100-sample detector window, dead members
     /// kept for 5 minutes.
     Murmur,
-    /// Plain chitchat 0.13's defaults: 200 ms interval, 1 000-sample window, dead
-    /// members kept for 24 hours.
+    /// The baseline: chitchat 0.13's failure detector defaults (1 000-sample window,
+    /// dead members kept for 24 hours) and the 200 ms interval the baseline used.
     Chitchat,
 }
 

@@ -431,9 +431,9 @@ pub async fn ceiling(
     })
 }
 
-/// Gossip settings close to plain chitchat 0.13's defaults, as in the baseline
-/// measurements: a 200 ms interval, a 1 000-sample detector window and dead members
-/// kept for 24 hours. murmur still sends V1 compressed digests and starts each peer's
+/// Gossip settings of the baseline measurements of plain chitchat 0.13: its failure
+/// detector defaults (a 1 000-sample window, dead members kept for 24 hours) and a
+/// 200 ms interval. murmur still sends V1 compressed digests and starts each peer's
 /// detector at the gossip interval rather than chitchat's 5 s.
 pub fn chitchat_baseline() -> GossipConfig {
     GossipConfig::default()
