@@ -72,7 +72,7 @@ pub fn client() -> reqwest::Client {
     CLIENT.with(Clone::clone)
 }
 
-/// The HTTP status of `/v1/health`, or `None` when the agent does not answer.
+/// The HTTP status of `/v1/health`, or `None` when the agent does not respond.
 pub async fn health(url: &str) -> Option<u16> {
     let answer = client()
         .get(format!("{url}/v1/health"))
@@ -83,17 +83,17 @@ pub async fn health(url: &str) -> Option<u16> {
     Some(answer.status().as_u16())
 }
 
-/// `/v1/nodes`, or `None` when the agent does not answer.
+/// `/v1/nodes`, or `None` when the agent does not respond.
 pub async fn nodes(url: &str) -> Option<Vec<NodeView>> {
     get_json(url, "/v1/nodes").await
 }
 
-/// `/v1/services`, or `None` when the agent does not answer.
+/// `/v1/services`, or `None` when the agent does not respond.
 pub async fn services(url: &str) -> Option<BTreeMap<String, Vec<ProviderView>>> {
     get_json(url, "/v1/services").await
 }
 
-/// `/metrics` as text, or `None` when the agent does not answer.
+/// `/metrics` as text, or `None` when the agent does not respond.
 pub async fn metrics(url: &str) -> Option<String> {
     let answer = client()
         .get(format!("{url}/metrics"))

@@ -31,7 +31,7 @@ pub struct App {
 /// Requests an application received, shared with the test.
 #[derive(Debug)]
 pub struct AppState {
-    /// The label it answers with.
+    /// The label it returns in replies.
     pub label: String,
     /// Requests received, of any method.
     pub received: AtomicU64,

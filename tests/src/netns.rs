@@ -2,7 +2,7 @@
 //! one namespace per side of the cluster, each wired to the bridge by a veth pair. No
 //! interface or address is added to the test's own namespace.
 //!
-//! Needs root and the `ip` command from iproute2; [`missing_requirements`] says what is
+//! Needs root and the `ip` command from iproute2; [`missing_requirements`] reports what is
 //! missing so that a test can skip with that message.
 
 use std::fs::File;

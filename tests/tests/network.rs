@@ -228,7 +228,7 @@ async fn partition_heals_without_manual_join() {
     );
 }
 
-/// Checks that every failed call started before `detected`: once a side knows it is
+/// Checks that every failed call started before `detected`: once a side has detected that it is
 /// alone, its calls must all succeed.
 fn assert_failures_only_before(report: &LoadReport, detected: Instant) {
     let late: Vec<_> = report

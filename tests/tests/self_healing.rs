@@ -94,7 +94,7 @@ async fn crash_under_load_fails_no_calls() {
     cluster.agent("inventory-2").kill();
     let killed = Instant::now();
     let survivors = cluster.urls_where(|agent| agent.spec.name != "inventory-2");
-    let gone = wait_for(DETECTION_BOUND, || {
+    let unlisted = wait_for(DETECTION_BOUND, || {
         api::none_lists(&survivors, "inventory-2", "inventory")
     })
     .await;
@@ -105,7 +105,7 @@ async fn crash_under_load_fails_no_calls() {
     print_report("crash under load", &report);
     eprintln!("crash under load: kill -9 to no member routing to it: {detection:?}");
     assert!(
-        gone.is_some(),
+        unlisted.is_some(),
         "inventory-2 still listed {DETECTION_BOUND:?} after kill -9"
     );
     assert_no_failures(&report);
