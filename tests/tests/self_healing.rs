@@ -126,12 +126,13 @@ async fn restart_under_same_name_leaves_one_member() {
         .await
         .and_then(|nodes| nodes.into_iter().find(|node| node.name == "inventory-2"))
         .expect("the gateway lists inventory-2");
+    let load = start_load(&cluster);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The gateway now holds a pooled connection to each provider's current life.
     let opened_before = api::metrics(&gateway)
         .await
         .map(|text| api::metric(&text, "murmur_rpc_connections_opened_total"))
         .unwrap_or_default();
-    let load = start_load(&cluster);
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Restart before failure detection, so callers still hold connections to the old
     // life at the same address when the new one comes up.
