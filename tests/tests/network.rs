@@ -221,6 +221,18 @@ async fn partition_heals_without_manual_join() {
             .filter(|record| record.started > cut_at + alone.unwrap_or(CUT))
             .count();
         assert!(late > 0, "no calls were made after the side was alone");
+        let crossed = report
+            .records
+            .iter()
+            .filter(|record| record.started > cut_at + alone.unwrap_or(CUT))
+            .filter(|record| {
+                record
+                    .served_by
+                    .as_ref()
+                    .is_some_and(|by| by != &side.provider)
+            })
+            .count();
+        assert_eq!(crossed, 0, "calls crossed the cut after the side was alone");
     }
     assert!(
         healed.iter().all(Option::is_some),
