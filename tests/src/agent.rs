@@ -130,7 +130,7 @@ impl Agent {
         command.args(&spec.extra_args);
         clear_agent_env(&mut command);
         command
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", agent_log_filter())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("the log file can be shared"))
             .stderr(log_file);
@@ -234,6 +234,12 @@ impl Drop for Agent {
     }
 }
 
+/// The agents' log filter: `MURMUR_TESTS_AGENT_LOG` if set (a `RUST_LOG` value),
+/// otherwise `info`.
+fn agent_log_filter() -> String {
+    std::env::var("MURMUR_TESTS_AGENT_LOG").unwrap_or_else(|_| "info".to_string())
+}
+
 /// Removes the agent settings this test process may have in its environment, so that
 /// only the flags the harness passes apply.
 fn clear_agent_env(command: &mut Command) {
@@ -245,7 +251,7 @@ fn clear_agent_env(command: &mut Command) {
 }
 
 /// Agents sharing a cluster key and a temporary directory for data and logs. Dropping it
-/// kills every agent, then removes the directory.
+/// kills every agent, then removes the directory unless `MURMUR_TESTS_KEEP` is set.
 pub struct Cluster {
     /// The agents, in the order they were added.
     pub agents: Vec<Agent>,
@@ -259,10 +265,15 @@ pub struct Cluster {
 impl Cluster {
     /// An empty cluster with a fresh key.
     pub fn new() -> Cluster {
+        let keep = std::env::var_os("MURMUR_TESTS_KEEP").is_some();
         let dir = tempfile::Builder::new()
             .prefix("murmur-tests-")
+            .disable_cleanup(keep)
             .tempdir()
             .expect("a temporary directory");
+        if keep {
+            eprintln!("agents' data and logs kept in {}", dir.path().display());
+        }
         let key = ClusterKey::generate();
         let key_file = dir.path().join("cluster.key");
         std::fs::write(&key_file, key.to_hex()).expect("the key file can be written");
