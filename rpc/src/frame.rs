@@ -139,8 +139,8 @@ impl FrameDecoder {
 
     /// Splits one whole frame off the front of `buf` without copying its body.
     ///
-    /// Returns `Ok(None)` and leaves `buf` as it was when `buf` holds only part of a frame;
-    /// the caller then copies the rest into a [`BytesMut`] and goes on with
+    /// Returns `Ok(None)` and leaves `buf` as it was when `buf` contains only part of a
+    /// frame. The caller then copies the rest into a [`BytesMut`] and goes on with
     /// [`decode`](Self::decode).
     ///
     /// # Errors
@@ -356,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn decode_shared_splits_whole_frames_and_leaves_partial_ones() {
+    fn decode_shared_leaves_partial_frame() {
         let mut wire = BytesMut::new();
         encode_frame(FrameKind::Head, b"head", &mut wire);
         encode_frame(FrameKind::Data, b"payload", &mut wire);

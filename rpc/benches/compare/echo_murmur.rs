@@ -26,7 +26,7 @@ pub struct StreamRequest {
 }
 
 /// Binds an endpoint on loopback, registers the echo and stream methods, and returns the
-/// line that tells the client where to call: the address and the node id.
+/// address line the client needs: the address and the node id.
 pub fn serve() -> crate::Result<(Endpoint, String)> {
     let endpoint = bind()?;
     endpoint.router().unary(

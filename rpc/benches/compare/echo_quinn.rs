@@ -58,7 +58,7 @@ pub fn serve(certs: &Certs) -> crate::Result<(quinn::Endpoint, String)> {
     Ok((endpoint, line))
 }
 
-/// Echoes one request, or answers a stream request (a zero length followed by a count and
+/// Echoes one request, or replies to a stream request (a zero length followed by a count and
 /// a size) with that many length-prefixed messages.
 async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let Ok(request) = recv.read_to_end(MAX_MESSAGE + 8).await else {

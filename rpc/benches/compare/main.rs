@@ -5,9 +5,9 @@
 //! 1 KiB unary and stream workloads in under a minute. Both print Markdown tables and end
 //! with one line of JSON holding the ratios of murmur's throughput to each baseline.
 //!
-//! The machine is expected to be noisy, so the systems run in rounds: in each round every
+//! The machine is expected to be noisy, so the systems run in rounds. In each round every
 //! system runs the same workload back to back, in an order that rotates from round to round,
-//! and a ratio is taken within each round. The report gives medians over rounds.
+//! and a ratio is taken within the round. The report gives medians over rounds.
 
 mod certs;
 mod echo_murmur;
@@ -33,7 +33,7 @@ use crate::system::{ServerProcess, System};
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// What one run of the benchmark measures, and for how long.
+/// The workloads of one benchmark run and their durations.
 pub struct Plan {
     pub quick: bool,
     /// Unary workloads as (payload bytes, calls in flight).
@@ -62,7 +62,7 @@ impl Plan {
             rounds: 5,
             warmup: Duration::from_millis(300),
             window: Duration::from_secs(1),
-            stream_count: 100_000,
+            stream_count: 300_000,
             stream_size: 1024,
             setup_trials: 20,
         }
@@ -75,7 +75,7 @@ impl Plan {
             rounds: 5,
             warmup: Duration::from_millis(200),
             window: Duration::from_millis(500),
-            stream_count: 20_000,
+            stream_count: 100_000,
             stream_size: 1024,
             setup_trials: 5,
         }

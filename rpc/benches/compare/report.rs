@@ -151,7 +151,7 @@ fn setup_table(results: &Results) -> String {
     text
 }
 
-/// One JSON object, keys `unary_<size>_<in flight>_vs_<baseline>` and
+/// Formats the ratios as one JSON object, keys `unary_<size>_<in flight>_vs_<baseline>` and
 /// `stream_1k_vs_<baseline>`, each the median per-round ratio of murmur's throughput to the
 /// baseline's.
 fn ratios_json(plan: &Plan, results: &Results) -> String {

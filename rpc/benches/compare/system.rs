@@ -25,7 +25,7 @@ impl System {
         System::Quinn,
     ];
 
-    /// The name in the `--serve` argument and in the ratio keys.
+    /// Returns the name used in the `--serve` argument and in the ratio keys.
     pub fn key(self) -> &'static str {
         match self {
             System::Murmur => "murmur",
