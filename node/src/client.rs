@@ -52,6 +52,8 @@ pub(crate) struct RouteState {
     ejector: Mutex<Ejector>,
     budget: Mutex<RetryBudget>,
     in_flight: Mutex<HashMap<String, usize>>,
+    /// The last non-empty list of members for the service, and when it was seen.
+    last_known: Mutex<Option<(Instant, Vec<CatalogEndpoint>)>>,
 }
 
 impl RouteState {
@@ -61,9 +63,35 @@ impl RouteState {
             ejector: Mutex::new(Ejector::default()),
             budget: Mutex::new(RetryBudget::default()),
             in_flight: Mutex::new(HashMap::new()),
+            last_known: Mutex::new(None),
+        }
+    }
+
+    /// Returns `current`, the catalog's members for the service before any client's
+    /// filters, when it lists members, and remembers it; when it is empty, returns the
+    /// last non-empty list if that is younger than [`STALE_ROUTES`].
+    ///
+    /// A node that was starved of CPU can see every peer's heartbeat as late and mark
+    /// them all down for a moment; routing on what was known a moment ago rides that out.
+    /// A service whose last member really died costs callers at most a connect timeout
+    /// per attempt for that long.
+    fn members_or_recent(&self, current: Vec<CatalogEndpoint>) -> Vec<CatalogEndpoint> {
+        let now = Instant::now();
+        let mut last_known = lock(&self.last_known);
+        if !current.is_empty() {
+            *last_known = Some((now, current.clone()));
+            return current;
+        }
+        match &*last_known {
+            Some((seen, members)) if now.duration_since(*seen) < STALE_ROUTES => members.clone(),
+            _ => current,
         }
     }
 }
+
+/// How long a client keeps routing to the members it last knew when the catalog
+/// suddenly lists none.
+const STALE_ROUTES: Duration = Duration::from_secs(3);
 
 /// The member chosen for one attempt.
 struct Chosen {
@@ -441,7 +469,11 @@ impl Client {
         tried: &HashSet<String>,
     ) -> Result<Chosen, Status> {
         let now = Instant::now().into_std();
-        let mut endpoints = self.endpoints();
+        let recent = route.members_or_recent(self.node.catalog().endpoints(&self.service));
+        let mut endpoints: Vec<CatalogEndpoint> = recent
+            .into_iter()
+            .filter(|endpoint| self.matches(endpoint))
+            .collect();
         let total = endpoints.len();
         {
             let ejector = lock(&route.ejector);
