@@ -193,6 +193,16 @@ impl Client {
         self
     }
 
+    /// Whether any member hosts the service, whatever its status, or did so within the
+    /// last few seconds; `false` means the name is unknown to the cluster.
+    pub fn is_known_service(&self) -> bool {
+        if self.node.catalog().services().contains_key(&self.service) {
+            return true;
+        }
+        let route = self.node.route(&self.service);
+        !route.members_or_recent(Vec::new()).is_empty()
+    }
+
     /// The members a call could go to now, by name.
     pub fn endpoints(&self) -> Vec<CatalogEndpoint> {
         self.node

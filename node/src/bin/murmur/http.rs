@@ -311,7 +311,7 @@ async fn gateway_call(
         client = client.idempotent(idempotent);
     }
     let catalog = node.catalog();
-    if !catalog.services().contains_key(service) {
+    if !client.is_known_service() {
         let known: Vec<String> = catalog.services().into_keys().collect();
         return Err(Status::not_found(format!(
             "unknown service {service:?}: no member hosts it (known: {})",
