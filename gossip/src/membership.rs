@@ -274,6 +274,8 @@ impl Membership {
                 health: health_tx,
                 stats: stats.clone(),
                 max_members: config.max_members,
+                self_name: config.name.clone(),
+                self_generation: generation,
                 stopping: stopping.clone(),
                 generations: HashMap::new(),
                 reported_invalid: HashMap::new(),
@@ -622,6 +624,8 @@ struct CatalogTask {
     health: watch::Sender<Health>,
     stats: Arc<GossipStats>,
     max_members: usize,
+    self_name: String,
+    self_generation: u64,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     generations: HashMap<String, u64>,
     reported_invalid: HashMap<(String, String), String>,
@@ -673,7 +677,7 @@ impl CatalogTask {
             }
         });
 
-        self.check_size(live.len());
+        self.check_health(live.len());
         let previous = self.catalog.borrow().clone();
         let events = previous.diff(&next);
         // The new catalog is in place before its events go out, so a watcher that reads
@@ -686,19 +690,40 @@ impl CatalogTask {
         }
     }
 
-    fn check_size(&self, members: usize) {
-        let degraded = members > self.max_members;
-        let was_degraded = matches!(*self.health.borrow(), Health::Degraded(_));
-        if degraded && !was_degraded {
-            let reason = format!(
+    /// Reports the member degraded when another member took its name with a newer
+    /// generation (the others then list that one instead), or when the cluster is larger
+    /// than the configuration is sized for.
+    fn check_health(&self, members: usize) {
+        let newest = self
+            .generations
+            .get(&self.self_name)
+            .copied()
+            .unwrap_or(self.self_generation);
+        let reason = if newest > self.self_generation {
+            Some(format!(
+                "another member took the name {:?} with the newer generation {newest} (this one is {}); the cluster lists that one instead: names must be unique",
+                self.self_name, self.self_generation
+            ))
+        } else if members > self.max_members {
+            Some(format!(
                 "cluster has {members} live members, above the {}-member limit of this gossip configuration",
                 self.max_members
-            );
-            tracing::error!(error = %reason, "gossip is degraded");
-            self.health.send_replace(Health::Degraded(reason));
-        } else if !degraded && was_degraded {
-            self.health.send_replace(Health::Healthy);
+            ))
+        } else {
+            None
+        };
+        let next = match reason {
+            Some(reason) => Health::Degraded(reason),
+            None => Health::Healthy,
+        };
+        let current = self.health.borrow().clone();
+        if current == next || matches!(current, Health::Failed(_)) {
+            return;
         }
+        if let Health::Degraded(reason) = &next {
+            tracing::error!(error = %reason, "gossip is degraded");
+        }
+        self.health.send_replace(next);
     }
 }
 

@@ -620,3 +620,26 @@ async fn cluster_above_max_members_reports_degraded() {
         other => panic!("expected degraded health, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn name_taken_by_another_member_reports_degraded() {
+    let seed = start("seed", &[], keyring()).await;
+    let first = start("twin", &[seed.gossip_addr()], keyring()).await;
+    wait_for_members(&seed, &["seed", "twin"]).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = start("twin", &[seed.gossip_addr()], keyring()).await;
+    assert!(second.generation() > first.generation());
+
+    let deadline = Instant::now() + WAIT;
+    while !matches!(first.health(), murmur_gossip::Health::Degraded(_)) && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match first.health() {
+        murmur_gossip::Health::Degraded(reason) => {
+            assert!(reason.contains("names must be unique"), "{reason}");
+        }
+        other => panic!("expected degraded health, got {other:?}"),
+    }
+    assert_eq!(second.health(), murmur_gossip::Health::Healthy);
+}
