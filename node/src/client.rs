@@ -506,7 +506,9 @@ impl Client {
             endpoints = untried;
         }
         if endpoints.is_empty() {
-            return Err(Status::unavailable(self.no_member_message(total)));
+            return self
+                .hosted_here()
+                .ok_or_else(|| Status::unavailable(self.no_member_message(total)));
         }
 
         let candidates: Vec<Candidate> = {
@@ -549,6 +551,25 @@ impl Client {
             name: member.name.clone(),
             peer,
             service: (*endpoint.service).clone(),
+        })
+    }
+
+    /// This node itself, when it hosts the service with a matching version and tags but
+    /// its catalog does not list it yet (gossip lists it within a round).
+    fn hosted_here(&self) -> Option<Chosen> {
+        if self.node.is_draining() {
+            return None;
+        }
+        let service = self.node.hosted().get(&self.service).cloned()?;
+        let version_matches = self
+            .version
+            .as_ref()
+            .is_none_or(|requirement| requirement.matches(&service.version));
+        let tags_match = self.tags.iter().all(|tag| service.tags.contains(tag));
+        (version_matches && tags_match).then(|| Chosen {
+            name: self.node.name().to_string(),
+            peer: None,
+            service,
         })
     }
 
@@ -637,8 +658,16 @@ impl Drop for InFlightCount<'_> {
 
 /// The status a call gets when its deadline passes between attempts.
 fn deadline_exceeded(attempts: u32, last: &Status) -> Status {
+    let attempts = if attempts == 1 {
+        "1 attempt".to_string()
+    } else {
+        format!("{attempts} attempts")
+    };
+    if last.code() == Code::DeadlineExceeded {
+        return last.clone();
+    }
     Status::deadline_exceeded(format!(
-        "call deadline passed after {attempts} attempts; last error: {last}"
+        "call deadline passed after {attempts}; last error: {last}"
     ))
 }
 

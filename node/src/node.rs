@@ -211,6 +211,7 @@ impl NodeBuilder {
             capacity,
             routes: Mutex::new(HashMap::new()),
             serving: Arc::new(InFlight::default()),
+            hosted: Mutex::new(HashMap::new()),
             metrics: Metrics::new(),
             drain_grace: self.drain_grace.unwrap_or(Duration::from_secs(10)),
             drain_propagation: self.drain_propagation.unwrap_or(gossip_interval * 4),
@@ -244,6 +245,9 @@ pub(crate) struct Inner {
     capacity: usize,
     pub(crate) routes: Mutex<HashMap<String, Arc<RouteState>>>,
     pub(crate) serving: Arc<InFlight>,
+    /// Descriptions of the services this node hosts, so that it can route to them before
+    /// gossip has listed them in its own catalog.
+    pub(crate) hosted: Mutex<HashMap<String, murmur_gossip::Service>>,
     pub(crate) metrics: Metrics,
     drain_grace: Duration,
     drain_propagation: Duration,
@@ -373,7 +377,9 @@ impl Node {
         }
         let router = self.inner.endpoint.router();
         router.remove_service(&name);
+        let description = service.describe();
         service.register(router, &self.inner.serving);
+        self.hosted().insert(name.clone(), description);
         tracing::info!(service = %name, "hosting service");
         Ok(())
     }
@@ -381,6 +387,7 @@ impl Node {
     /// Stops hosting `service`: withdraws it from gossip, then unregisters its methods.
     /// Returns whether it was hosted.
     pub async fn unhost(&self, service: &str) -> bool {
+        self.hosted().remove(service);
         let advertised = self.inner.membership.remove_service(service).await;
         let registered = self.inner.endpoint.router().remove_service(service);
         advertised || registered
@@ -452,6 +459,15 @@ impl Node {
         self.inner.endpoint.close().await;
         self.inner.stopped.send_replace(true);
         tracing::info!(name = %self.inner.name, elapsed = ?started.elapsed(), "stopped");
+    }
+
+    pub(crate) fn hosted(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, murmur_gossip::Service>> {
+        self.inner
+            .hosted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn route(&self, service: &str) -> Arc<RouteState> {

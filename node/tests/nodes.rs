@@ -136,6 +136,16 @@ async fn service_on_the_same_node_is_called_in_process() {
 }
 
 #[tokio::test]
+async fn hosted_service_is_callable_at_once() {
+    let node = start("eager", &[]).await;
+    node.host(whoami("eager", Version::new(1, 0, 0)))
+        .await
+        .unwrap();
+    let name: String = node.client("whoami").call("name", &()).await.unwrap();
+    assert_eq!(name, "eager");
+}
+
+#[tokio::test]
 async fn application_errors_reach_the_caller_unretried() {
     let caller = start("caller", &[]).await;
     let provider = start("provider", &[caller.gossip_addr().to_string()]).await;

@@ -178,6 +178,14 @@ impl AgentArgs {
         } else {
             self.join
         };
+        for seed in &join {
+            let port = seed.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+            if !matches!(port, Some(Ok(port)) if port != 0) {
+                return Err(UsageError(format!(
+                    "invalid --join address {seed:?}: expected IP:PORT, [IPv6]:PORT or HOST:PORT, such as 127.0.0.1:7946"
+                )));
+            }
+        }
         Ok(Settings {
             name,
             data_dir: self.data_dir.or(file.data_dir),
@@ -254,6 +262,10 @@ fn host_name() -> String {
 /// Runs the agent until SIGTERM or Ctrl-C, then drains and stops.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     raise_file_limit();
+    // HTTP binds first: failing after joining would look like a crash to the others.
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("failed to listen for HTTP on {}", settings.http))?;
     let mut builder = Node::builder()
         .name(&settings.name)
         .gossip_addr(settings.gossip)
@@ -267,9 +279,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         builder = builder.cluster_key(key.clone());
     }
     let node = builder.start().await.context("failed to start the node")?;
-    let listener = tokio::net::TcpListener::bind(settings.http)
-        .await
-        .with_context(|| format!("failed to listen for HTTP on {}", settings.http))?;
 
     let http_client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))

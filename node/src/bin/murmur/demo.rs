@@ -202,7 +202,10 @@ async fn run_in(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     std::fs::write(&key_file, key.to_hex()).context("failed to write the demo's cluster key")?;
 
     println!("murmur demo: five agents on 127.0.0.1, one cluster key, no registry server");
-    println!("logs and data: {}\n", dir.display());
+    println!(
+        "logs and data: {} (deleted at the end unless --keep)\n",
+        dir.display()
+    );
     let roles = [
         ("frontend-1", DemoRole::Frontend),
         ("inventory-1", DemoRole::Inventory),
@@ -289,10 +292,12 @@ async fn run_in(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     terminate(&drained.child);
     let drain_started = Instant::now();
     println!(">>> sent SIGTERM to pricing-2: it drains, finishes its calls, then leaves\n");
+    let drain_exit = tokio::spawn(async move {
+        let status = wait_exit(&mut drained.child, Duration::from_secs(30)).await;
+        status.map(|status| (status, drain_started.elapsed()))
+    });
     live_view(&driver, &tally, started, phase, "after the drain").await;
-    let drain_exit = wait_exit(&mut drained.child, Duration::from_secs(30))
-        .await
-        .map(|_| drain_started.elapsed());
+    let drain_exit = drain_exit.await.ok().flatten();
 
     running.store(false, Ordering::Release);
     let _ = load.await;
@@ -316,8 +321,8 @@ async fn run_in(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         None => println!("inventory-2 killed: still listed somewhere after 60 s"),
     }
     match drain_exit {
-        Some(elapsed) => println!(
-            "pricing-2 drained: exited cleanly {:.2} s after SIGTERM",
+        Some((status, elapsed)) => println!(
+            "pricing-2 drained: exited ({status}) {:.2} s after SIGTERM",
             elapsed.as_secs_f64()
         ),
         None => println!("pricing-2 drained: had not exited 30 s after SIGTERM"),

@@ -102,6 +102,7 @@ async fn forward(
     }
 
     let answer = outgoing.send().await.map_err(|error| {
+        tracing::debug!(%url, %error, "sidecar application did not answer");
         if error.is_timeout() {
             Status::deadline_exceeded(format!("application at {url} did not answer in time"))
         } else {
