@@ -424,4 +424,46 @@ mod tests {
         let error = settings(&["--dead-member-retention", "10"]).err().unwrap();
         assert!(error.contains("\"10\" has no unit"), "{error}");
     }
+
+    #[test]
+    fn join_without_port_is_rejected() {
+        for bad in ["127.0.0.1", "seed.example:", "seed:0", "seed:port"] {
+            let error = settings(&["--join", bad]).err().unwrap();
+            assert!(error.contains("invalid --join address"), "{bad}: {error}");
+        }
+        let good = settings(&["--join", "127.0.0.1:7946,[::1]:7946,seed.internal:7946"]).unwrap();
+        assert_eq!(good.join.len(), 3);
+    }
+
+    #[test]
+    fn invalid_names_are_rejected() {
+        for bad in ["bad name", "", "x".repeat(65).as_str()] {
+            let error = settings(&["--name", bad]).err().unwrap();
+            assert!(error.contains("invalid name"), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "colour = \"blue\"\n").unwrap();
+        let error = settings(&["--config", path.to_str().unwrap()])
+            .err()
+            .unwrap();
+        assert!(error.contains("agent.toml"), "{error}");
+        assert!(error.contains("colour"), "{error}");
+
+        std::fs::write(&path, "name = [\n").unwrap();
+        let error = settings(&["--config", path.to_str().unwrap()])
+            .err()
+            .unwrap();
+        assert!(error.contains("invalid config file"), "{error}");
+
+        let missing = dir.path().join("missing.toml");
+        let error = settings(&["--config", missing.to_str().unwrap()])
+            .err()
+            .unwrap();
+        assert!(error.contains("failed to read config file"), "{error}");
+    }
 }
