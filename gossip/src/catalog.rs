@@ -41,7 +41,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// The text gossiped for this status.
+    /// Returns the text gossiped for this status.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Alive => "alive",
@@ -235,34 +235,34 @@ pub enum CatalogEvent {
 }
 
 impl Catalog {
-    /// All members, by name.
+    /// Returns all members, by name.
     pub fn members(&self) -> impl Iterator<Item = &Arc<Member>> {
         self.members.values()
     }
 
-    /// The member named `name`.
+    /// Returns the member named `name`.
     pub fn member(&self, name: &str) -> Option<&Arc<Member>> {
         self.members.get(name)
     }
 
-    /// Whether `name` is a live member that announced it is leaving; such a member is
-    /// left out of the catalog as soon as the announcement arrives.
+    /// Returns whether `name` is a live member that announced it is leaving. Such a member
+    /// is left out of the catalog as soon as the announcement arrives.
     pub fn is_leaving(&self, name: &str) -> bool {
         self.leaving.contains(name)
     }
 
-    /// How many members there are.
+    /// Returns how many members there are.
     pub fn len(&self) -> usize {
         self.members.len()
     }
 
-    /// Whether there are no members; a started membership always has itself.
+    /// Returns whether there are no members. A started membership always lists itself.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
 
-    /// The members that serve `service` with status `alive`, by member name. Draining
-    /// members are left out because they take no new calls.
+    /// Returns the members that serve `service` with status `alive`, by member name.
+    /// Draining members are left out because they take no new calls.
     pub fn endpoints(&self, service: &str) -> Vec<Endpoint> {
         self.members
             .values()

@@ -681,7 +681,7 @@ impl CatalogTask {
         let previous = self.catalog.borrow().clone();
         let events = previous.diff(&next);
         // The new catalog is in place before its events go out, so a watcher that reads
-        // the catalog on an event sees the change.
+        // the catalog on an event finds the change there.
         self.catalog.send_replace(Arc::new(next));
         for event in events {
             log_event(&event);

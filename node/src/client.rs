@@ -68,8 +68,8 @@ impl RouteState {
     }
 
     /// Returns `current`, the catalog's members for the service before any client's
-    /// filters, when it lists members, and remembers it; when it is empty, returns the
-    /// last non-empty list if that is younger than [`STALE_ROUTES`].
+    /// filters, and remembers it when it is not empty. When it is empty, returns the last
+    /// non-empty list if that is younger than [`STALE_ROUTES`].
     ///
     /// A node that was starved of CPU can see every peer's heartbeat as late and mark
     /// them all down for a moment; routing on what was known a moment ago rides that out.
@@ -193,8 +193,8 @@ impl Client {
         self
     }
 
-    /// Whether any member hosts the service, whatever its status, or did so within the
-    /// last few seconds; `false` means the name is unknown to the cluster.
+    /// Returns whether any member hosts the service, whatever its status, or did so within
+    /// the last few seconds. `false` means the name is unknown to the cluster.
     pub fn is_known_service(&self) -> bool {
         if self.node.catalog().services().contains_key(&self.service) {
             return true;
@@ -459,8 +459,8 @@ impl Client {
         CallStream::new(client_read, client_write, &self.node.inner.rpc_config)
     }
 
-    /// Counts a failure toward ejecting the member only when the path to it failed: a
-    /// status the member itself sent back is an application's answer, never a reason to
+    /// Counts a failure toward ejecting the member only when the path to it failed. A
+    /// status the member itself sent back is the application's reply, never a reason to
     /// eject it.
     fn record_transport(&self, route: &RouteState, chosen: &Chosen, status: &Status) {
         if status.from_peer() || !is_transport_failure(status.code()) {

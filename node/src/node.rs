@@ -290,22 +290,22 @@ impl Node {
         NodeBuilder::default()
     }
 
-    /// The node's name.
+    /// Returns the node's name.
     pub fn name(&self) -> &str {
         &self.inner.name
     }
 
-    /// The node's id: blake3 of its public key, proven by its certificate.
+    /// Returns the node's id: blake3 of its public key, proven by its certificate.
     pub fn node_id(&self) -> NodeId {
         self.inner.node_id
     }
 
-    /// The address gossip listens on.
+    /// Returns the address gossip listens on.
     pub fn gossip_addr(&self) -> SocketAddr {
         self.inner.membership.gossip_addr()
     }
 
-    /// The address the RPC endpoint listens on.
+    /// Returns the address the RPC endpoint listens on.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.inner
             .endpoint
