@@ -1,11 +1,14 @@
 //! The caller's side of one call's stream, for all four call shapes.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::trace;
 
 use crate::config::RpcConfig;
@@ -19,7 +22,7 @@ use crate::stream::{
     status_from_io,
 };
 use crate::streaming::{RequestSink, Side, Streaming};
-use crate::wire::{Head, Trail};
+use crate::wire::{HeadFields, Trail};
 
 /// One call's stream, seen from the caller: a fresh bidirectional stream that carries
 /// exactly one call.
@@ -98,8 +101,7 @@ impl CallStream {
         options: CallOptions,
     ) -> Result<Streaming<Resp>, Status> {
         let deadline = options.deadline();
-        self.push_head(service, method, options)?;
-        self.writer.push_message(request)?;
+        self.push_request(service, method, options, Some(request))?;
         let sent = with_deadline(deadline, async {
             self.writer
                 .finish()
@@ -141,7 +143,7 @@ impl CallStream {
         options: CallOptions,
     ) -> Result<(RequestSink<Req>, Streaming<Resp>), Status> {
         let deadline = options.deadline();
-        self.push_head(service, method, options)?;
+        self.push_request::<Req>(service, method, options, None)?;
         with_deadline(deadline, async {
             self.writer
                 .flush()
@@ -155,7 +157,9 @@ impl CallStream {
         Ok((requests, replies))
     }
 
-    async fn unary_within<Req: Message, Resp: Message>(
+    /// [`unary`](Self::unary) without the deadline's timer, for a caller that already runs
+    /// it under one.
+    pub(crate) async fn unary_within<Req: Message, Resp: Message>(
         mut self,
         service: &str,
         method: &str,
@@ -163,8 +167,7 @@ impl CallStream {
         options: CallOptions,
     ) -> Result<Resp, Status> {
         let deadline = options.deadline();
-        self.push_head(service, method, options)?;
-        self.writer.push_message(request)?;
+        self.push_request(service, method, options, Some(request))?;
 
         // A server that rejects the call stops reading, so the write fails; its reply then
         // carries the reason.
@@ -227,27 +230,39 @@ impl CallStream {
         }
     }
 
-    fn push_head(
+    /// Queues the head, and the request message of a single-request call.
+    fn push_request<Req: Message>(
         &mut self,
         service: &str,
         method: &str,
         options: CallOptions,
+        request: Option<&Req>,
     ) -> Result<(), Status> {
         let (deadline, metadata, traceparent) = options.into_parts();
-        let mut head = Head::new(service, method);
-        if let Some(deadline) = deadline {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(Status::deadline_exceeded(
-                    "deadline passed before the call was sent",
-                ));
+        let timeout_us = match deadline {
+            None => None,
+            Some(deadline) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(Status::deadline_exceeded(
+                        "deadline passed before the call was sent",
+                    ));
+                }
+                Some(u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX))
             }
-            head.timeout_us = Some(u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX));
-        }
-        head.metadata = metadata;
-        head.traceparent = traceparent;
+        };
         trace!(service, method, "call sent");
-        self.writer.push_head(&head)
+        let head = HeadFields {
+            service,
+            method,
+            timeout_us,
+            metadata: &metadata,
+            traceparent: traceparent.as_deref(),
+        };
+        match request {
+            Some(request) => self.writer.push_request(&head, request),
+            None => self.writer.push_head(&head),
+        }
     }
 
     fn into_reply_stream<Resp: Message>(self, deadline: Option<Instant>) -> Streaming<Resp> {
@@ -332,16 +347,47 @@ impl<Req, Resp> fmt::Debug for ClientStreaming<Req, Resp> {
 }
 
 /// Runs `future` until `deadline`, returning `DeadlineExceeded` if it passes first.
-pub(crate) async fn with_deadline<T>(
-    deadline: Option<Instant>,
-    future: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    match deadline {
-        None => future.await,
-        Some(deadline) => match tokio::time::timeout_at(deadline, future).await {
-            Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded("call deadline exceeded")),
-        },
+///
+/// A plain future rather than an `async fn`: an `async fn` would keep its unstarted argument
+/// and the running future side by side in its state, doubling the size of every call's
+/// future. The timer exists only when there is a deadline, and is polled only after `future`.
+pub(crate) fn with_deadline<T, F>(deadline: Option<Instant>, future: F) -> WithDeadline<F>
+where
+    F: Future<Output = Result<T, Status>>,
+{
+    WithDeadline {
+        future,
+        timer: deadline.map(tokio::time::sleep_until),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`with_deadline`].
+    pub(crate) struct WithDeadline<F> {
+        #[pin]
+        future: F,
+        #[pin]
+        timer: Option<Sleep>,
+    }
+}
+
+impl<T, F> Future for WithDeadline<F>
+where
+    F: Future<Output = Result<T, Status>>,
+{
+    type Output = Result<T, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.future.poll(cx) {
+            return Poll::Ready(result);
+        }
+        match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => {
+                Poll::Ready(Err(Status::deadline_exceeded("call deadline exceeded")))
+            }
+            _ => Poll::Pending,
+        }
     }
 }
 

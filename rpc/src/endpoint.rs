@@ -242,7 +242,7 @@ impl Endpoint {
         let deadline = options.deadline();
         with_deadline(deadline, async {
             let call = self.open_call(peer).await?;
-            call.unary(service, method, request, options).await
+            call.unary_within(service, method, request, options).await
         })
         .await
     }
@@ -366,6 +366,11 @@ impl Shared {
         if let Some(connection) = self.pool.live(&peer) {
             return Ok(connection);
         }
+        // Boxed, so the rare handshake does not enlarge every call's future.
+        Box::pin(self.dial(peer)).await
+    }
+
+    async fn dial(self: &Arc<Shared>, peer: Peer) -> Result<quinn::Connection, Status> {
         let gate = self.pool.gate(peer);
         let _dialing = gate.lock().await;
         if let Some(connection) = self.pool.live(&peer) {
@@ -458,13 +463,14 @@ async fn accept_loop(shared: Arc<Shared>) {
     debug!("endpoint closed, no longer accepting connections");
 }
 
-/// Serves one call that arrived on a QUIC stream.
-async fn serve_quic_stream(
+/// Returns the future that serves one call that arrived on a QUIC stream; a plain function, so
+/// the spawned future is the router's own, with no wrapper around it.
+fn serve_quic_stream(
     router: Router,
     peer: NodeId,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     trace!(stream = %send.id(), "stream accepted");
     let send = QuicSend::new(send);
     let stopped = send.stopped();
@@ -474,7 +480,7 @@ async fn serve_quic_stream(
     let caller_gone = async move {
         let _ = stopped.await;
     };
-    router.serve(peer, reader, writer, caller_gone).await;
+    router.serve(peer, reader, writer, caller_gone)
 }
 
 /// Opens a stream without waiting: when the peer grants no more streams, waiting could take

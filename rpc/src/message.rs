@@ -1,10 +1,12 @@
 //! Payload encoding for `Data` frame bodies: MessagePack through serde, or raw bytes.
 
+use std::cell::RefCell;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::frame::{FRAME_HEADER_LEN, FrameKind, header_bytes};
+use crate::frame::{FrameKind, header_bytes};
 use crate::status::Status;
 
 /// A request or reply payload that can travel in a `Data` frame.
@@ -82,35 +84,69 @@ impl From<&'static [u8]> for Raw {
     }
 }
 
-/// Appends a `Data` frame holding `message`.
+thread_local! {
+    /// Where a message is encoded before it is copied into its frame, so that the frame
+    /// buffer is allocated once at its final size instead of growing while serde writes.
+    /// Kept for the thread's next message.
+    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// A scratch buffer that grew past this many bytes is released after use, so one large
+/// message does not pin its size to the thread.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Encodes `message` and passes the bytes to `write`, which copies them into a frame.
 ///
 /// # Errors
 ///
 /// [`Code::ResourceExhausted`](crate::Code::ResourceExhausted) when the encoded message is
-/// longer than `limit`, and the message's own encoding errors. Either way `dst` is left as it
-/// was.
+/// longer than `limit`, and the message's own encoding errors. `write` is not called then.
+pub(crate) fn with_encoded<M: Message, T>(
+    message: &M,
+    limit: u32,
+    write: impl FnOnce(&[u8]) -> T,
+) -> Result<T, Status> {
+    SCRATCH.with(|scratch| {
+        // A message's encoder cannot reach this function again, since it has no frame
+        // writer; a fresh buffer covers that case all the same.
+        let mut borrowed = scratch.try_borrow_mut().ok();
+        let mut fresh = BytesMut::new();
+        let body = borrowed.as_deref_mut().unwrap_or(&mut fresh);
+        body.clear();
+        let outcome = message.encode(body).and_then(|()| {
+            if body.len() > limit as usize {
+                return Err(Status::resource_exhausted(format!(
+                    "frame of {} bytes exceeds the {limit}-byte limit",
+                    body.len()
+                )));
+            }
+            Ok(write(body))
+        });
+        if body.capacity() > SCRATCH_KEEP {
+            *body = BytesMut::new();
+        }
+        outcome
+    })
+}
+
+/// Appends a `Data` frame whose body is `body`.
+pub(crate) fn put_data_frame(body: &[u8], dst: &mut BytesMut) {
+    dst.put_slice(&header_bytes(FrameKind::Data, body.len()));
+    dst.put_slice(body);
+}
+
+/// Appends a `Data` frame holding `message`.
+///
+/// # Errors
+///
+/// As for [`with_encoded`]; `dst` is then left as it was.
+#[cfg(test)]
 pub(crate) fn encode_data_frame<M: Message>(
     message: &M,
     limit: u32,
     dst: &mut BytesMut,
 ) -> Result<(), Status> {
-    let start = dst.len();
-    dst.put_bytes(0, FRAME_HEADER_LEN);
-    if let Err(status) = message.encode(dst) {
-        dst.truncate(start);
-        return Err(status);
-    }
-
-    let body_len = dst.len() - start - FRAME_HEADER_LEN;
-    if body_len > limit as usize {
-        dst.truncate(start);
-        return Err(Status::resource_exhausted(format!(
-            "frame of {body_len} bytes exceeds the {limit}-byte limit"
-        )));
-    }
-
-    dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&header_bytes(FrameKind::Data, body_len));
-    Ok(())
+    with_encoded(message, limit, |body| put_data_frame(body, dst))
 }
 
 #[cfg(test)]
@@ -119,6 +155,7 @@ mod tests {
 
     use super::*;
     use crate::Code;
+    use crate::frame::FRAME_HEADER_LEN;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct OrderV1 {
@@ -184,5 +221,17 @@ mod tests {
             "frame of 100 bytes exceeds the 64-byte limit"
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn large_scratch_is_released_and_small_kept() {
+        let mut buf = BytesMut::new();
+        encode_data_frame(&Raw(Bytes::from(vec![1; 100_000])), u32::MAX, &mut buf).unwrap();
+        assert_eq!(buf.len(), FRAME_HEADER_LEN + 100_000);
+        assert_eq!(SCRATCH.with_borrow(BytesMut::capacity), 0);
+
+        encode_data_frame(&Raw(Bytes::from(vec![2; 1000])), u32::MAX, &mut buf).unwrap();
+        assert!(SCRATCH.with_borrow(BytesMut::capacity) >= 1000);
+        assert_eq!(&buf[buf.len() - 1000..], &[2; 1000][..]);
     }
 }

@@ -3,14 +3,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, RwLock};
+use std::task::Poll;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, trace, trace_span, warn};
@@ -191,17 +192,22 @@ impl Router {
         let config = &self.inner.config;
         let reader = FrameReader::new(RecvHalf::Io(Box::pin(reader)), config);
         let writer = FrameWriter::new(SendHalf::Io(Box::pin(writer)), config);
-        self.serve(peer, reader, writer, std::future::pending())
+        self.clone()
+            .serve(peer, reader, writer, std::future::pending())
             .await;
     }
 
     /// Serves one call: reads its head, finds its handler and runs it until it finishes,
     /// the deadline passes, or `stopped` resolves because the caller went away.
+    ///
+    /// Takes the router by value, so the future owns all it needs and can be spawned as it
+    /// is. Every call allocates this future, so the refusals, which need more state, are
+    /// boxed and the future holds only what a served call needs.
     pub(crate) async fn serve(
-        &self,
+        self,
         peer: NodeId,
         mut reader: FrameReader,
-        mut writer: FrameWriter,
+        writer: FrameWriter,
         stopped: impl Future<Output = ()> + Send,
     ) {
         let received = Instant::now();
@@ -209,66 +215,62 @@ impl Router {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(status) => {
-                if self.inner.counters.should_warn_malformed() {
-                    warn!(peer = %peer, error = %status, "peer sent a malformed request");
-                } else {
-                    debug!(peer = %peer, error = %status, "peer sent a malformed request");
-                }
-                reader.stop(stream_code::PROTOCOL_ERROR);
-                reject(&mut writer, status).await;
+                Box::pin(self.refuse_malformed(peer, reader, writer, status)).await;
                 return;
             }
         };
+        let Ok(_permit) = self.inner.in_flight.clone().try_acquire_owned() else {
+            Box::pin(self.refuse_over_limit(writer)).await;
+            return;
+        };
+        let Some(handler) = self.handler(&head.service, &head.method) else {
+            Box::pin(self.refuse_unknown_method(&head, writer)).await;
+            return;
+        };
 
+        Counters::add(&self.inner.counters.calls_served);
+        let deadline = head.timeout().map(|timeout| received + timeout);
         let span =
             trace_span!("call", peer = %peer, service = %head.service, method = %head.method);
-        async move {
-            let Some(_permit) = self.admit(&mut writer).await else {
-                return;
-            };
-            let Some(handler) = self.handler(&head.service, &head.method) else {
-                Counters::add(&self.inner.counters.calls_unimplemented);
-                let status = Status::unimplemented(format!(
-                    "no method {:?} in service {:?} on this node",
-                    head.method, head.service
-                ))
-                .mark_unprocessed();
-                reject(&mut writer, status).await;
-                return;
-            };
+        span.in_scope(|| trace!(timeout = ?head.timeout(), "call started"));
+        let cancellation = CancellationToken::new();
+        let context = Context::new(
+            peer,
+            head.service,
+            head.method,
+            head.metadata,
+            deadline,
+            head.traceparent,
+            cancellation.clone(),
+        );
+        let call = ServerCall {
+            reader,
+            writer,
+            counters: self.inner.counters.clone(),
+            cancellation: cancellation.clone(),
+        };
+        let mut handler = handler.call(context, call).instrument(span);
 
-            trace!(timeout = ?head.timeout(), "call started");
-            Counters::add(&self.inner.counters.calls_served);
-            let deadline = head.timeout().map(|timeout| received + timeout);
-            let cancellation = CancellationToken::new();
-            let context = Context::new(
-                peer,
-                head.service,
-                head.method,
-                head.metadata,
-                deadline,
-                head.traceparent,
-                cancellation.clone(),
-            );
-            let call = ServerCall {
-                reader,
-                writer,
-                counters: self.inner.counters.clone(),
-                cancellation: cancellation.clone(),
-            };
-            self.run(handler.call(context, call), deadline, stopped, cancellation)
-                .await;
+        // Most handlers finish on their first poll: the request has arrived and the reply
+        // fits the flow-control window. Only a handler that waits gets a timer for its
+        // deadline and a watch on the caller.
+        if poll_fn(|cx| Poll::Ready(Pin::new(&mut handler).poll(cx)))
+            .await
+            .is_ready()
+        {
+            trace!("call finished");
+            return;
         }
-        .instrument(span)
-        .await
+        Box::pin(self.wait_for(handler, deadline, stopped, cancellation)).await;
     }
 
-    /// Runs a handler until it finishes, or drops it on deadline or cancellation.
-    async fn run(
+    /// Runs a handler that did not finish at once until it does, or drops it on deadline or
+    /// cancellation.
+    async fn wait_for(
         &self,
-        handler: BoxFuture,
+        handler: impl Future<Output = ()>,
         deadline: Option<Instant>,
-        stopped: impl Future<Output = ()> + Send,
+        stopped: impl Future<Output = ()>,
         cancellation: CancellationToken,
     ) {
         let deadline_passed = async {
@@ -278,6 +280,7 @@ impl Router {
             }
         };
         tokio::select! {
+            biased;
             () = handler => trace!("call finished"),
             () = stopped => {
                 cancellation.cancel();
@@ -290,6 +293,46 @@ impl Router {
                 debug!("deadline passed, handler dropped");
             }
         }
+    }
+
+    /// Ends a call whose head was malformed, logging it as the peer's fault.
+    async fn refuse_malformed(
+        &self,
+        peer: NodeId,
+        mut reader: FrameReader,
+        mut writer: FrameWriter,
+        status: Status,
+    ) {
+        if self.inner.counters.should_warn_malformed() {
+            warn!(peer = %peer, error = %status, "peer sent a malformed request");
+        } else {
+            debug!(peer = %peer, error = %status, "peer sent a malformed request");
+        }
+        reader.stop(stream_code::PROTOCOL_ERROR);
+        reject(&mut writer, status).await;
+    }
+
+    /// Ends a call with `ResourceExhausted` because every in-flight slot is taken.
+    async fn refuse_over_limit(&self, mut writer: FrameWriter) {
+        Counters::add(&self.inner.counters.calls_rejected_in_flight);
+        let limit = self.inner.config.max_in_flight_calls;
+        let status = Status::resource_exhausted(format!(
+            "node is serving {limit} calls, its in-flight limit"
+        ))
+        .mark_unprocessed();
+        debug!(limit, "rejected a call over the in-flight limit");
+        reject(&mut writer, status).await;
+    }
+
+    /// Ends a call with `Unimplemented` because no handler serves its method.
+    async fn refuse_unknown_method(&self, head: &Head, mut writer: FrameWriter) {
+        Counters::add(&self.inner.counters.calls_unimplemented);
+        let status = Status::unimplemented(format!(
+            "no method {:?} in service {:?} on this node",
+            head.method, head.service
+        ))
+        .mark_unprocessed();
+        reject(&mut writer, status).await;
     }
 
     /// Reads the head frame; `None` when the stream ended before any frame.
@@ -322,24 +365,6 @@ impl Router {
             FrameKind::Trail => {
                 Counters::add(&counters.unexpected_frames);
                 Err(Status::invalid_argument("trail frame in a request"))
-            }
-        }
-    }
-
-    /// Takes an in-flight slot, or ends the call with `ResourceExhausted` and returns `None`.
-    async fn admit(&self, writer: &mut FrameWriter) -> Option<OwnedSemaphorePermit> {
-        match self.inner.in_flight.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                Counters::add(&self.inner.counters.calls_rejected_in_flight);
-                let limit = self.inner.config.max_in_flight_calls;
-                let status = Status::resource_exhausted(format!(
-                    "node is serving {limit} calls, its in-flight limit"
-                ))
-                .mark_unprocessed();
-                debug!(limit, "rejected a call over the in-flight limit");
-                reject(writer, status).await;
-                None
             }
         }
     }

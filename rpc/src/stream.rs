@@ -15,10 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::trace;
 
 use crate::config::RpcConfig;
-use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind, encode_frame};
-use crate::message::{Message, encode_data_frame};
+use crate::frame::{FRAME_HEADER_LEN, Frame, FrameDecoder, FrameError, FrameKind, encode_frame};
+use crate::message::{Message, put_data_frame, with_encoded};
 use crate::status::{Code, Status};
-use crate::wire::{Head, OK_TRAIL_BODY, Trail, encode_msgpack_frame};
+use crate::wire::{HeadFields, OK_TRAIL_BODY, Trail, encode_head_frame, encode_trail_frame};
 
 /// Application error codes for QUIC `RESET_STREAM` and `STOP_SENDING`.
 pub(crate) mod stream_code {
@@ -38,9 +38,9 @@ pub(crate) mod stream_code {
 /// Bytes to have free in the read buffer before each read from a transport other than QUIC.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Bytes a frame writer allocates up front: room for a head or a trail and a small message,
-/// so that encoding them does not grow the buffer piece by piece. Larger messages grow it once.
-const WRITE_CAPACITY: usize = 512;
+/// Room a frame writer leaves after a message for the plain success trail that usually
+/// follows it (12 bytes), so a unary reply is one allocation.
+const TRAIL_ROOM: usize = 16;
 
 /// The receiving half of a call's stream.
 pub(crate) enum RecvHalf {
@@ -90,7 +90,8 @@ impl QuicSend {
     /// Returns a future that resolves when the peer stops reading or the connection ends.
     pub(crate) fn stopped(
         &self,
-    ) -> impl Future<Output = Result<Option<VarInt>, quinn::StoppedError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<VarInt>, quinn::StoppedError>> + Send + 'static + use<>
+    {
         self.stream.stopped()
     }
 }
@@ -261,6 +262,9 @@ impl FrameReader {
 }
 
 /// Writes frames to a call's sending half, batching frames queued between flushes.
+///
+/// The buffer is sized before each push from what the push writes, so a call's frames are
+/// written into one allocation, not grown into it.
 pub(crate) struct FrameWriter {
     send: SendHalf,
     buf: BytesMut,
@@ -272,22 +276,44 @@ impl FrameWriter {
     pub(crate) fn new(send: SendHalf, config: &RpcConfig) -> FrameWriter {
         FrameWriter {
             send,
-            buf: BytesMut::with_capacity(WRITE_CAPACITY),
+            buf: BytesMut::new(),
             max_frame_size: config.max_frame_size,
             max_head_size: config.effective_head_limit(),
         }
     }
 
     /// Queues a head frame.
-    pub(crate) fn push_head(&mut self, head: &Head) -> Result<(), Status> {
-        let len = encode_msgpack_frame(FrameKind::Head, head, self.max_head_size, &mut self.buf)?;
+    pub(crate) fn push_head(&mut self, head: &HeadFields<'_>) -> Result<(), Status> {
+        self.buf
+            .reserve(FRAME_HEADER_LEN + head.encoded_len_bound());
+        let len = encode_head_frame(head, self.max_head_size, &mut self.buf)?;
         trace!(len, "head frame queued");
         Ok(())
     }
 
+    /// Queues a head frame and a data frame holding `message`: a whole request of a unary or
+    /// server-streaming call.
+    pub(crate) fn push_request<M: Message>(
+        &mut self,
+        head: &HeadFields<'_>,
+        message: &M,
+    ) -> Result<(), Status> {
+        with_encoded(message, self.max_frame_size, |body| {
+            self.buf
+                .reserve(2 * FRAME_HEADER_LEN + head.encoded_len_bound() + body.len());
+            let len = encode_head_frame(head, self.max_head_size, &mut self.buf)?;
+            trace!(len, "head frame queued");
+            put_data_frame(body, &mut self.buf);
+            Ok(())
+        })?
+    }
+
     /// Queues a data frame holding `message`.
     pub(crate) fn push_message<M: Message>(&mut self, message: &M) -> Result<(), Status> {
-        encode_data_frame(message, self.max_frame_size, &mut self.buf)
+        with_encoded(message, self.max_frame_size, |body| {
+            self.buf.reserve(FRAME_HEADER_LEN + body.len() + TRAIL_ROOM);
+            put_data_frame(body, &mut self.buf);
+        })
     }
 
     /// Queues a trail frame. A trail over the frame limit, which only a huge message or
@@ -297,12 +323,10 @@ impl FrameWriter {
             encode_frame(FrameKind::Trail, &OK_TRAIL_BODY, &mut self.buf);
             return;
         }
-        if let Err(status) =
-            encode_msgpack_frame(FrameKind::Trail, trail, self.max_frame_size, &mut self.buf)
-        {
+        if let Err(status) = encode_trail_frame(trail, self.max_frame_size, &mut self.buf) {
             // The replacement holds only a code and a message of about 60 bytes.
             let fallback = Trail::from(status);
-            let _ = encode_msgpack_frame(FrameKind::Trail, &fallback, u32::MAX, &mut self.buf);
+            let _ = encode_trail_frame(&fallback, u32::MAX, &mut self.buf);
         }
     }
 
@@ -430,6 +454,7 @@ pub(crate) fn status_from_frame_error(error: &FrameError) -> Status {
 mod tests {
     use super::*;
     use crate::message::Raw;
+    use crate::wire::Head;
     use tokio::io::AsyncWriteExt;
 
     fn pair() -> (FrameReader, FrameWriter) {
@@ -444,7 +469,7 @@ mod tests {
     async fn frames_cross_a_small_duplex_pipe() {
         let (mut reader, mut writer) = pair();
         let sender = tokio::spawn(async move {
-            writer.push_head(&Head::new("s", "m")).unwrap();
+            writer.push_head(&Head::new("s", "m").fields()).unwrap();
             writer
                 .push_message(&Raw(Bytes::from(vec![9; 1000])))
                 .unwrap();

@@ -2,10 +2,19 @@
 //!
 //! Maps with field names, not arrays, so a later version can add fields and an older peer
 //! skips what it does not know.
+//!
+//! Every call carries one head and one trail, so both are written field by field with `rmp`
+//! and read back the same way, without serde's generic machinery. The serde derives on
+//! [`Head`] and [`Trail`] still define the format: a body the direct reader does not
+//! recognise in full (a field it does not know, an array instead of a map, a repeated key) is
+//! handed to `rmp_serde`, which accepts or rejects it as it always did.
 
+use std::io;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
+use rmp::decode::{NumValueReadError, RmpRead, read_int, read_map_len};
+use rmp::encode::{ValueWriteError, write_map_len, write_str, write_uint};
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{FRAME_HEADER_LEN, FrameKind, header_bytes};
@@ -54,8 +63,48 @@ impl Head {
     ///
     /// [`Code::InvalidArgument`] when the body is not a MessagePack head.
     pub fn decode(body: &[u8]) -> Result<Head, Status> {
+        if let Some(head) = read_head(body) {
+            return Ok(head);
+        }
         rmp_serde::from_slice(body)
             .map_err(|error| Status::invalid_argument(format!("invalid head frame: {error}")))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fields(&self) -> HeadFields<'_> {
+        HeadFields {
+            service: &self.service,
+            method: &self.method,
+            timeout_us: self.timeout_us,
+            metadata: &self.metadata,
+            traceparent: self.traceparent.as_deref(),
+        }
+    }
+}
+
+/// A head's fields, borrowed, so a caller can write a head without building a [`Head`].
+pub(crate) struct HeadFields<'a> {
+    pub service: &'a str,
+    pub method: &'a str,
+    pub timeout_us: Option<u64>,
+    pub metadata: &'a Metadata,
+    pub traceparent: Option<&'a str>,
+}
+
+impl HeadFields<'_> {
+    /// Returns at least the length of the encoded body, to size a buffer before writing.
+    pub(crate) fn encoded_len_bound(&self) -> usize {
+        // Every string costs at most 5 bytes of marker and length; the map markers, the keys
+        // and the timeout fit in 64.
+        let text = |text: &str| text.len() + 5;
+        64 + text(self.service)
+            + text(self.method)
+            + self.traceparent.map_or(0, text)
+            + self
+                .metadata
+                .iter()
+                .map(|(key, value)| text(key) + text(value))
+                .sum::<usize>()
     }
 }
 
@@ -85,6 +134,12 @@ impl Trail {
     ///
     /// [`Code::Internal`] when the body is not a MessagePack trail; the server is at fault.
     pub fn decode(body: &[u8]) -> Result<Trail, Status> {
+        if body == OK_TRAIL_BODY {
+            return Ok(Trail::ok());
+        }
+        if let Some(trail) = read_trail(body) {
+            return Ok(trail);
+        }
         rmp_serde::from_slice(body)
             .map_err(|error| Status::internal(format!("invalid trail frame: {error}")))
     }
@@ -123,29 +178,108 @@ impl From<Status> for Trail {
     }
 }
 
-/// Appends a frame whose body is `value` encoded as a MessagePack map, and returns the body
-/// length.
+/// Appends a head frame and returns its body length.
 ///
 /// # Errors
 ///
-/// [`Code::Internal`] when serde cannot encode the value, and [`Code::ResourceExhausted`] when
-/// the body is longer than `limit` bytes. Either way `dst` is left as it was.
-pub(crate) fn encode_msgpack_frame<T: Serialize + ?Sized>(
-    kind: FrameKind,
-    value: &T,
+/// [`Code::ResourceExhausted`] when the body is longer than `limit` bytes; `dst` is then left
+/// as it was.
+pub(crate) fn encode_head_frame(
+    head: &HeadFields<'_>,
     limit: u32,
     dst: &mut BytesMut,
+) -> Result<usize, Status> {
+    encode_map_frame(FrameKind::Head, limit, dst, |body| {
+        let fields = 2
+            + u32::from(head.timeout_us.is_some())
+            + u32::from(!head.metadata.is_empty())
+            + u32::from(head.traceparent.is_some());
+        write_map_len(body, fields)?;
+        write_str(body, "service")?;
+        write_str(body, head.service)?;
+        write_str(body, "method")?;
+        write_str(body, head.method)?;
+        if let Some(timeout_us) = head.timeout_us {
+            write_str(body, "timeout_us")?;
+            write_uint(body, timeout_us)?;
+        }
+        if !head.metadata.is_empty() {
+            write_str(body, "metadata")?;
+            write_metadata(body, head.metadata)?;
+        }
+        if let Some(traceparent) = head.traceparent {
+            write_str(body, "traceparent")?;
+            write_str(body, traceparent)?;
+        }
+        Ok(())
+    })
+}
+
+/// Appends a trail frame and returns its body length.
+///
+/// # Errors
+///
+/// [`Code::ResourceExhausted`] when the body is longer than `limit` bytes; `dst` is then left
+/// as it was.
+pub(crate) fn encode_trail_frame(
+    trail: &Trail,
+    limit: u32,
+    dst: &mut BytesMut,
+) -> Result<usize, Status> {
+    encode_map_frame(FrameKind::Trail, limit, dst, |body| {
+        let fields =
+            1 + u32::from(!trail.message.is_empty()) + u32::from(!trail.metadata.is_empty());
+        write_map_len(body, fields)?;
+        write_str(body, "code")?;
+        write_uint(body, u64::from(trail.code))?;
+        if !trail.message.is_empty() {
+            write_str(body, "message")?;
+            write_str(body, &trail.message)?;
+        }
+        if !trail.metadata.is_empty() {
+            write_str(body, "metadata")?;
+            write_metadata(body, &trail.metadata)?;
+        }
+        Ok(())
+    })
+}
+
+/// Where a body is written: `BytesMut` through its `io::Write` adapter, which never fails.
+type BodyWriter<'a> = bytes::buf::Writer<&'a mut BytesMut>;
+
+fn write_metadata(
+    body: &mut BodyWriter<'_>,
+    metadata: &Metadata,
+) -> Result<(), ValueWriteError<io::Error>> {
+    // A map longer than u32::MAX pairs cannot be sent; the frame limit is far below that.
+    write_map_len(body, u32::try_from(metadata.len()).unwrap_or(u32::MAX))?;
+    for (key, value) in metadata.iter() {
+        write_str(body, key)?;
+        write_str(body, value)?;
+    }
+    Ok(())
+}
+
+/// Appends a frame whose body `write` produces, then checks the body against `limit` and
+/// fills in the frame header.
+fn encode_map_frame(
+    kind: FrameKind,
+    limit: u32,
+    dst: &mut BytesMut,
+    write: impl FnOnce(&mut BodyWriter<'_>) -> Result<(), ValueWriteError<io::Error>>,
 ) -> Result<usize, Status> {
     let start = dst.len();
     dst.put_bytes(0, FRAME_HEADER_LEN);
 
     let mut writer = dst.writer();
-    let encoded = rmp_serde::encode::write_named(&mut writer, value);
+    let written = write(&mut writer);
     let dst = writer.into_inner();
-    if let Err(error) = encoded {
+    if let Err(error) = written {
+        // Writing to memory cannot fail; this only keeps `dst` whole if it ever did.
         dst.truncate(start);
         return Err(Status::internal(format!(
-            "failed to encode a {kind:?} frame: {error}"
+            "failed to encode a {} frame: {error}",
+            kind_name(kind)
         )));
     }
 
@@ -160,6 +294,108 @@ pub(crate) fn encode_msgpack_frame<T: Serialize + ?Sized>(
 
     dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&header_bytes(kind, body_len));
     Ok(body_len)
+}
+
+/// Reads a head written as [`encode_head_frame`] writes it, in any field order. Returns
+/// `None` for anything else, including bodies that are invalid, and leaves those to serde.
+fn read_head(body: &[u8]) -> Option<Head> {
+    let mut rest = body;
+    let fields = read_map_len(&mut rest).ok()?;
+    let mut head = Head::default();
+    let (mut service, mut method) = (false, false);
+    for _ in 0..fields {
+        let key = read_str(&mut rest)?;
+        match key {
+            "service" if !service => {
+                head.service = read_str(&mut rest)?.to_owned();
+                service = true;
+            }
+            "method" if !method => {
+                head.method = read_str(&mut rest)?.to_owned();
+                method = true;
+            }
+            "timeout_us" if head.timeout_us.is_none() => {
+                head.timeout_us = Some(read_u64(&mut rest)?);
+            }
+            "metadata" if head.metadata.is_empty() => head.metadata = read_metadata(&mut rest)?,
+            "traceparent" if head.traceparent.is_none() => {
+                head.traceparent = Some(read_str(&mut rest)?.to_owned());
+            }
+            _ => return None,
+        }
+    }
+    (service && method && rest.is_empty()).then_some(head)
+}
+
+/// Reads a trail written as [`encode_trail_frame`] writes it; `None` as for [`read_head`].
+fn read_trail(body: &[u8]) -> Option<Trail> {
+    let mut rest = body;
+    let fields = read_map_len(&mut rest).ok()?;
+    let mut trail = Trail::default();
+    let (mut code, mut message) = (false, false);
+    for _ in 0..fields {
+        match read_str(&mut rest)? {
+            "code" if !code => {
+                trail.code = u32::try_from(read_u64(&mut rest)?).ok()?;
+                code = true;
+            }
+            "message" if !message => {
+                trail.message = read_str(&mut rest)?.to_owned();
+                message = true;
+            }
+            "metadata" if trail.metadata.is_empty() => trail.metadata = read_metadata(&mut rest)?,
+            _ => return None,
+        }
+    }
+    (code && rest.is_empty()).then_some(trail)
+}
+
+/// Reads a map of string pairs. A repeated key, which serde would let the last value win
+/// for, is left to serde as well, so there is one rule for it.
+fn read_metadata(rest: &mut &[u8]) -> Option<Metadata> {
+    let pairs = read_map_len(rest).ok()?;
+    let mut metadata = Metadata::new();
+    for _ in 0..pairs {
+        let key = read_str(rest)?;
+        let value = read_str(rest)?;
+        if metadata.insert(key, value).is_some() {
+            return None;
+        }
+    }
+    // An empty map reads as absent, which serde would accept once more as a repeated key.
+    (!metadata.is_empty()).then_some(metadata)
+}
+
+/// Reads a MessagePack string (fixstr, str 8, str 16 or str 32) borrowed from `rest`.
+///
+/// Written out rather than taken from `rmp`, whose reader costs about four times as much
+/// through its generic error types, and a head holds four to ten strings.
+fn read_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let (&marker, tail) = rest.split_first()?;
+    let (len, tail) = match marker {
+        0xa0..=0xbf => (usize::from(marker & 0x1f), tail),
+        0xd9 => {
+            let (&len, tail) = tail.split_first()?;
+            (usize::from(len), tail)
+        }
+        0xda => {
+            let (len, tail) = tail.split_first_chunk::<2>()?;
+            (usize::from(u16::from_be_bytes(*len)), tail)
+        }
+        0xdb => {
+            let (len, tail) = tail.split_first_chunk::<4>()?;
+            (usize::try_from(u32::from_be_bytes(*len)).ok()?, tail)
+        }
+        _ => return None,
+    };
+    let text = tail.get(..len)?;
+    *rest = &tail[len..];
+    std::str::from_utf8(text).ok()
+}
+
+fn read_u64(rest: &mut &[u8]) -> Option<u64> {
+    let value: Result<u64, NumValueReadError<<&[u8] as RmpRead>::Error>> = read_int(rest);
+    value.ok()
 }
 
 pub(crate) fn kind_name(kind: FrameKind) -> &'static str {
@@ -197,7 +433,7 @@ mod tests {
         head.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
 
         let mut buf = BytesMut::new();
-        encode_msgpack_frame(FrameKind::Head, &head, 1024, &mut buf).unwrap();
+        encode_head_frame(&head.fields(), 1024, &mut buf).unwrap();
         let frame = FrameDecoder::new(1024, 1024)
             .decode(&mut buf)
             .unwrap()
@@ -213,6 +449,136 @@ mod tests {
         assert_eq!(encoded, OK_TRAIL_BODY);
         assert!(Trail::ok().is_plain_ok());
         assert_eq!(Trail::decode(&OK_TRAIL_BODY).unwrap(), Trail::ok());
+    }
+
+    fn full_head() -> Head {
+        let mut head = Head::new("orders", "place");
+        head.timeout_us = Some(70_000_000_000);
+        head.metadata.insert("x-user", "ann");
+        head.metadata.insert("x-request-id", "r-1");
+        head.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        head
+    }
+
+    fn body_of(frame: &BytesMut) -> &[u8] {
+        &frame[FRAME_HEADER_LEN..]
+    }
+
+    #[test]
+    fn direct_encoding_reads_back_with_serde_and_directly() {
+        // Strings of every MessagePack length form: fixstr, str 8, str 16 and str 32.
+        let mut long = full_head();
+        long.metadata.insert("x-str16", "v".repeat(300));
+        long.metadata.insert("x-str32", "w".repeat(70_000));
+        for head in [Head::new("a", "b"), full_head(), long] {
+            let mut frame = BytesMut::new();
+            encode_head_frame(&head.fields(), u32::MAX, &mut frame).unwrap();
+            let body = body_of(&frame);
+            assert!(body.len() <= head.fields().encoded_len_bound());
+            assert_eq!(rmp_serde::from_slice::<Head>(body).unwrap(), head);
+            assert_eq!(read_head(body), Some(head.clone()));
+            assert_eq!(body, rmp_serde::to_vec_named(&head).unwrap());
+        }
+
+        let mut failed = Trail::from(Status::not_found("no order 9"));
+        failed.metadata.insert("retry-after", "3");
+        for trail in [Trail::ok(), failed] {
+            let mut frame = BytesMut::new();
+            encode_trail_frame(&trail, u32::MAX, &mut frame).unwrap();
+            let body = body_of(&frame);
+            assert_eq!(rmp_serde::from_slice::<Trail>(body).unwrap(), trail);
+            assert_eq!(read_trail(body), Some(trail.clone()));
+            assert_eq!(body, rmp_serde::to_vec_named(&trail).unwrap());
+        }
+    }
+
+    /// Every body the direct reader accepts, serde accepts too, with the same result; so
+    /// handing the rest to serde changes nothing a peer can observe.
+    #[test]
+    fn direct_reader_agrees_with_serde_on_mutated_bodies() {
+        let mut frame = BytesMut::new();
+        encode_head_frame(&full_head().fields(), u32::MAX, &mut frame).unwrap();
+        let head_body = body_of(&frame).to_vec();
+        let mut frame = BytesMut::new();
+        let mut trail = Trail::from(Status::unavailable("draining"));
+        trail.metadata.insert("murmur-unprocessed", "1");
+        encode_trail_frame(&trail, u32::MAX, &mut frame).unwrap();
+        let trail_body = body_of(&frame).to_vec();
+
+        // A fixed-seed xorshift, so a failure repeats.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut head_direct, mut trail_direct) = (0, 0);
+        for round in 0..20_000 {
+            let original = if round % 2 == 0 {
+                &head_body
+            } else {
+                &trail_body
+            };
+            let mut body = original.clone();
+            for _ in 0..=next() % 3 {
+                let at = (next() % body.len() as u64) as usize;
+                match next() % 3 {
+                    0 => body[at] = next() as u8,
+                    1 => body.truncate(at),
+                    _ => body.insert(at, next() as u8),
+                }
+                if body.is_empty() {
+                    break;
+                }
+            }
+            if let Some(head) = read_head(&body) {
+                head_direct += 1;
+                assert_eq!(
+                    rmp_serde::from_slice::<Head>(&body).ok(),
+                    Some(head),
+                    "{body:x?}"
+                );
+            }
+            if let Some(trail) = read_trail(&body) {
+                trail_direct += 1;
+                assert_eq!(
+                    rmp_serde::from_slice::<Trail>(&body).ok(),
+                    Some(trail),
+                    "{body:x?}"
+                );
+            }
+        }
+        // Single-byte changes inside strings keep many bodies valid, so both readers ran.
+        assert!(
+            head_direct > 100 && trail_direct > 100,
+            "{head_direct} {trail_direct}"
+        );
+    }
+
+    #[test]
+    fn bodies_the_direct_reader_leaves_to_serde() {
+        #[derive(Serialize)]
+        struct Repeated {
+            service: &'static str,
+            method: &'static str,
+        }
+        let as_array = rmp_serde::to_vec(&Repeated {
+            service: "a",
+            method: "b",
+        })
+        .unwrap();
+        assert_eq!(read_head(&as_array), None);
+        assert_eq!(Head::decode(&as_array).unwrap(), Head::new("a", "b"));
+
+        // {"service": "a", "method": "b", "method": "c"}
+        let mut repeated = vec![0x83];
+        for text in ["service", "a", "method", "b", "method", "c"] {
+            write_str(&mut repeated, text).unwrap();
+        }
+        assert_eq!(read_head(&repeated), None);
+        let error = Head::decode(&repeated).unwrap_err();
+        assert!(error.message().contains("duplicate field"), "{error}");
     }
 
     #[test]
@@ -260,7 +626,7 @@ mod tests {
         let mut buf = BytesMut::from(&b"keep"[..]);
         let mut head = Head::new("orders", "place");
         head.metadata.insert("big", "x".repeat(100));
-        let error = encode_msgpack_frame(FrameKind::Head, &head, 64, &mut buf).unwrap_err();
+        let error = encode_head_frame(&head.fields(), 64, &mut buf).unwrap_err();
         assert_eq!(error.code(), Code::ResourceExhausted);
         assert!(
             error.message().contains("exceeds the 64-byte limit"),
