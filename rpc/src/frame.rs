@@ -165,6 +165,18 @@ impl FrameDecoder {
         Ok(Some(Frame { kind, body }))
     }
 
+    /// Returns the length, header included, of the frame that starts `bytes`, or the header
+    /// length when `bytes` is shorter than a header. Only for a frame whose header
+    /// [`decode_shared`](Self::decode_shared) has accepted, so its size is within the limits.
+    pub(crate) fn partial_frame_len(bytes: &[u8]) -> usize {
+        match bytes.first_chunk::<4>() {
+            Some(size) if bytes.len() >= FRAME_HEADER_LEN => {
+                FRAME_HEADER_LEN + u32::from_be_bytes(*size) as usize
+            }
+            _ => FRAME_HEADER_LEN,
+        }
+    }
+
     /// Removes one whole frame from `buf` after the stream has ended.
     ///
     /// Returns `Ok(None)` when `buf` is empty, meaning the stream ended cleanly between frames.

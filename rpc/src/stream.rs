@@ -209,7 +209,10 @@ impl FrameReader {
             if let Some(frame) = self.decoder.decode_shared(&mut self.chunk)? {
                 return Ok(Some(frame));
             }
-            // The chunk ends inside a frame, so the frame's next bytes must join it in `buf`.
+            // The chunk ends inside a frame, so the frame's next bytes must join it in `buf`,
+            // which gets room for the whole frame at once when its header is in the chunk.
+            self.buf
+                .reserve(FrameDecoder::partial_frame_len(&self.chunk).max(self.chunk.len()));
             self.buf.extend_from_slice(&self.chunk);
             self.chunk.clear();
         }

@@ -3,18 +3,17 @@
 //! Maps with field names, not arrays, so a later version can add fields and an older peer
 //! skips what it does not know.
 //!
-//! Every call carries one head and one trail, so both are written field by field with `rmp`
-//! and read back the same way, without serde's generic machinery. The serde derives on
-//! [`Head`] and [`Trail`] still define the format: a body the direct reader does not
-//! recognise in full (a field it does not know, an array instead of a map, a repeated key) is
-//! handed to `rmp_serde`, which accepts or rejects it as it always did.
+//! Every call carries one head and one trail, so both are written field by field and read
+//! back the same way, without serde's generic machinery; the few MessagePack forms they use
+//! (maps, strings, unsigned integers) are written out below. The serde derives on [`Head`]
+//! and [`Trail`] still define the format: the bytes written are those `rmp_serde` writes,
+//! and a body the direct reader does not recognise in full (a field it does not know, an
+//! array instead of a map, a repeated key) is handed to `rmp_serde`, which accepts or
+//! rejects it as it always did.
 
-use std::io;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use rmp::decode::{NumValueReadError, RmpRead, read_int, read_map_len};
-use rmp::encode::{ValueWriteError, write_map_len, write_str, write_uint};
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{FRAME_HEADER_LEN, FrameKind, header_bytes};
@@ -191,27 +190,26 @@ pub(crate) fn encode_head_frame(
 ) -> Result<usize, Status> {
     encode_map_frame(FrameKind::Head, limit, dst, |body| {
         let fields = 2
-            + u32::from(head.timeout_us.is_some())
-            + u32::from(!head.metadata.is_empty())
-            + u32::from(head.traceparent.is_some());
-        write_map_len(body, fields)?;
-        write_str(body, "service")?;
-        write_str(body, head.service)?;
-        write_str(body, "method")?;
-        write_str(body, head.method)?;
+            + usize::from(head.timeout_us.is_some())
+            + usize::from(!head.metadata.is_empty())
+            + usize::from(head.traceparent.is_some());
+        put_map_len(body, fields);
+        put_str(body, "service");
+        put_str(body, head.service);
+        put_str(body, "method");
+        put_str(body, head.method);
         if let Some(timeout_us) = head.timeout_us {
-            write_str(body, "timeout_us")?;
-            write_uint(body, timeout_us)?;
+            put_str(body, "timeout_us");
+            put_uint(body, timeout_us);
         }
         if !head.metadata.is_empty() {
-            write_str(body, "metadata")?;
-            write_metadata(body, head.metadata)?;
+            put_str(body, "metadata");
+            put_metadata(body, head.metadata);
         }
         if let Some(traceparent) = head.traceparent {
-            write_str(body, "traceparent")?;
-            write_str(body, traceparent)?;
+            put_str(body, "traceparent");
+            put_str(body, traceparent);
         }
-        Ok(())
     })
 }
 
@@ -228,36 +226,27 @@ pub(crate) fn encode_trail_frame(
 ) -> Result<usize, Status> {
     encode_map_frame(FrameKind::Trail, limit, dst, |body| {
         let fields =
-            1 + u32::from(!trail.message.is_empty()) + u32::from(!trail.metadata.is_empty());
-        write_map_len(body, fields)?;
-        write_str(body, "code")?;
-        write_uint(body, u64::from(trail.code))?;
+            1 + usize::from(!trail.message.is_empty()) + usize::from(!trail.metadata.is_empty());
+        put_map_len(body, fields);
+        put_str(body, "code");
+        put_uint(body, u64::from(trail.code));
         if !trail.message.is_empty() {
-            write_str(body, "message")?;
-            write_str(body, &trail.message)?;
+            put_str(body, "message");
+            put_str(body, &trail.message);
         }
         if !trail.metadata.is_empty() {
-            write_str(body, "metadata")?;
-            write_metadata(body, &trail.metadata)?;
+            put_str(body, "metadata");
+            put_metadata(body, &trail.metadata);
         }
-        Ok(())
     })
 }
 
-/// Where a body is written: `BytesMut` through its `io::Write` adapter, which never fails.
-type BodyWriter<'a> = bytes::buf::Writer<&'a mut BytesMut>;
-
-fn write_metadata(
-    body: &mut BodyWriter<'_>,
-    metadata: &Metadata,
-) -> Result<(), ValueWriteError<io::Error>> {
-    // A map longer than u32::MAX pairs cannot be sent; the frame limit is far below that.
-    write_map_len(body, u32::try_from(metadata.len()).unwrap_or(u32::MAX))?;
+fn put_metadata(body: &mut BytesMut, metadata: &Metadata) {
+    put_map_len(body, metadata.len());
     for (key, value) in metadata.iter() {
-        write_str(body, key)?;
-        write_str(body, value)?;
+        put_str(body, key);
+        put_str(body, value);
     }
-    Ok(())
 }
 
 /// Appends a frame whose body `write` produces, then checks the body against `limit` and
@@ -266,22 +255,11 @@ fn encode_map_frame(
     kind: FrameKind,
     limit: u32,
     dst: &mut BytesMut,
-    write: impl FnOnce(&mut BodyWriter<'_>) -> Result<(), ValueWriteError<io::Error>>,
+    write: impl FnOnce(&mut BytesMut),
 ) -> Result<usize, Status> {
     let start = dst.len();
     dst.put_bytes(0, FRAME_HEADER_LEN);
-
-    let mut writer = dst.writer();
-    let written = write(&mut writer);
-    let dst = writer.into_inner();
-    if let Err(error) = written {
-        // Writing to memory cannot fail; this only keeps `dst` whole if it ever did.
-        dst.truncate(start);
-        return Err(Status::internal(format!(
-            "failed to encode a {} frame: {error}",
-            kind_name(kind)
-        )));
-    }
+    write(dst);
 
     let body_len = dst.len() - start - FRAME_HEADER_LEN;
     if body_len > limit as usize {
@@ -296,11 +274,78 @@ fn encode_map_frame(
     Ok(body_len)
 }
 
+// The MessagePack forms heads and trails use, each in its shortest encoding, as the
+// specification asks and `rmp_serde` writes. A length beyond 32 bits is written as
+// `u32::MAX`; such a body is far over any frame limit, which then rejects it.
+
+fn put_map_len(dst: &mut BytesMut, len: usize) {
+    match u32::try_from(len) {
+        Ok(len @ 0..16) => dst.put_u8(0x80 | len as u8),
+        Ok(len @ 16..=0xffff) => {
+            dst.put_u8(0xde);
+            dst.put_u16(len as u16);
+        }
+        Ok(len) => {
+            dst.put_u8(0xdf);
+            dst.put_u32(len);
+        }
+        Err(_) => {
+            dst.put_u8(0xdf);
+            dst.put_u32(u32::MAX);
+        }
+    }
+}
+
+fn put_str(dst: &mut BytesMut, text: &str) {
+    match u32::try_from(text.len()) {
+        Ok(len @ 0..32) => dst.put_u8(0xa0 | len as u8),
+        Ok(len @ 32..=0xff) => {
+            dst.put_u8(0xd9);
+            dst.put_u8(len as u8);
+        }
+        Ok(len @ 0x100..=0xffff) => {
+            dst.put_u8(0xda);
+            dst.put_u16(len as u16);
+        }
+        Ok(len) => {
+            dst.put_u8(0xdb);
+            dst.put_u32(len);
+        }
+        Err(_) => {
+            dst.put_u8(0xdb);
+            dst.put_u32(u32::MAX);
+        }
+    }
+    dst.put_slice(text.as_bytes());
+}
+
+fn put_uint(dst: &mut BytesMut, value: u64) {
+    match value {
+        0..0x80 => dst.put_u8(value as u8),
+        0x80..=0xff => {
+            dst.put_u8(0xcc);
+            dst.put_u8(value as u8);
+        }
+        0x100..=0xffff => {
+            dst.put_u8(0xcd);
+            dst.put_u16(value as u16);
+        }
+        0x1_0000..=0xffff_ffff => {
+            dst.put_u8(0xce);
+            dst.put_u32(value as u32);
+        }
+        _ => {
+            dst.put_u8(0xcf);
+            dst.put_u64(value);
+        }
+    }
+}
+
 /// Reads a head written as [`encode_head_frame`] writes it, in any field order. Returns
 /// `None` for anything else, including bodies that are invalid, and leaves those to serde.
 fn read_head(body: &[u8]) -> Option<Head> {
     let mut rest = body;
-    let fields = read_map_len(&mut rest).ok()?;
+    let fields = read_map_len(&mut rest)?;
     let mut head = Head::default();
     let (mut service, mut method) = (false, false);
     for _ in 0..fields {
@@ -330,7 +375,7 @@ fn read_head(body: &[u8]) -> Option<Head> {
 /// Reads a trail written as [`encode_trail_frame`] writes it; `None` as for [`read_head`].
 fn read_trail(body: &[u8]) -> Option<Trail> {
     let mut rest = body;
-    let fields = read_map_len(&mut rest).ok()?;
+    let fields = read_map_len(&mut rest)?;
     let mut trail = Trail::default();
     let (mut code, mut message) = (false, false);
     for _ in 0..fields {
@@ -353,7 +398,7 @@ fn read_trail(body: &[u8]) -> Option<Trail> {
 /// Reads a map of string pairs. A repeated key, which serde would let the last value win
 /// for, is left to serde as well, so there is one rule for it.
 fn read_metadata(rest: &mut &[u8]) -> Option<Metadata> {
-    let pairs = read_map_len(rest).ok()?;
+    let pairs = read_map_len(rest)?;
     let mut metadata = Metadata::new();
     for _ in 0..pairs {
         let key = read_str(rest)?;
@@ -368,8 +413,6 @@ fn read_metadata(rest: &mut &[u8]) -> Option<Metadata> {
 
 /// Reads a MessagePack string (fixstr, str 8, str 16 or str 32) borrowed from `rest`.
 ///
-/// Written out rather than taken from `rmp`, whose reader costs about four times as much
-/// through its generic error types, and a head holds four to ten strings.
 fn read_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     let (&marker, tail) = rest.split_first()?;
     let (len, tail) = match marker {
@@ -393,9 +436,51 @@ fn read_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     std::str::from_utf8(text).ok()
 }
 
+/// Reads a map's length (fixmap, map 16 or map 32).
+fn read_map_len(rest: &mut &[u8]) -> Option<usize> {
+    let (&marker, tail) = rest.split_first()?;
+    let (len, tail) = match marker {
+        0x80..=0x8f => (usize::from(marker & 0x0f), tail),
+        0xde => {
+            let (len, tail) = tail.split_first_chunk::<2>()?;
+            (usize::from(u16::from_be_bytes(*len)), tail)
+        }
+        0xdf => {
+            let (len, tail) = tail.split_first_chunk::<4>()?;
+            (usize::try_from(u32::from_be_bytes(*len)).ok()?, tail)
+        }
+        _ => return None,
+    };
+    *rest = tail;
+    Some(len)
+}
+
+/// Reads an unsigned integer (positive fixint, uint 8, 16, 32 or 64). Signed forms, which
+/// `rmp_serde` never writes for unsigned fields, are left to serde.
 fn read_u64(rest: &mut &[u8]) -> Option<u64> {
-    let value: Result<u64, NumValueReadError<<&[u8] as RmpRead>::Error>> = read_int(rest);
-    value.ok()
+    let (&marker, tail) = rest.split_first()?;
+    let (value, tail) = match marker {
+        0x00..=0x7f => (u64::from(marker), tail),
+        0xcc => {
+            let (&value, tail) = tail.split_first()?;
+            (u64::from(value), tail)
+        }
+        0xcd => {
+            let (value, tail) = tail.split_first_chunk::<2>()?;
+            (u64::from(u16::from_be_bytes(*value)), tail)
+        }
+        0xce => {
+            let (value, tail) = tail.split_first_chunk::<4>()?;
+            (u64::from(u32::from_be_bytes(*value)), tail)
+        }
+        0xcf => {
+            let (value, tail) = tail.split_first_chunk::<8>()?;
+            (u64::from_be_bytes(*value), tail)
+        }
+        _ => return None,
+    };
+    *rest = tail;
+    Some(value)
 }
 
 pub(crate) fn kind_name(kind: FrameKind) -> &'static str {
@@ -557,6 +642,42 @@ mod tests {
     }
 
     #[test]
+    fn each_form_at_its_bounds_matches_rmp_serde() {
+        for value in [
+            0,
+            0x7f,
+            0x80,
+            0xff,
+            0x100,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            1 << 32,
+            u64::MAX,
+        ] {
+            let mut bytes = BytesMut::new();
+            put_uint(&mut bytes, value);
+            assert_eq!(bytes, rmp_serde::to_vec(&value).unwrap(), "{value}");
+            assert_eq!(read_u64(&mut &bytes[..]), Some(value));
+        }
+        for len in [0, 31, 32, 0xff, 0x100, 0xffff, 0x1_0000] {
+            let text = "t".repeat(len);
+            let mut bytes = BytesMut::new();
+            put_str(&mut bytes, &text);
+            assert_eq!(bytes, rmp_serde::to_vec(&text).unwrap(), "{len}");
+            assert_eq!(read_str(&mut &bytes[..]), Some(text.as_str()));
+
+            let map: std::collections::BTreeMap<u32, u8> =
+                (0..len as u32).map(|k| (k, 0)).collect();
+            let expected = rmp_serde::to_vec(&map).unwrap();
+            let mut bytes = BytesMut::new();
+            put_map_len(&mut bytes, len);
+            assert_eq!(bytes, expected[..bytes.len()], "{len}");
+            assert_eq!(read_map_len(&mut &bytes[..]), Some(len));
+        }
+    }
+
+    #[test]
     fn bodies_the_direct_reader_leaves_to_serde() {
         #[derive(Serialize)]
         struct Repeated {
@@ -572,9 +693,9 @@ mod tests {
         assert_eq!(Head::decode(&as_array).unwrap(), Head::new("a", "b"));
 
         // {"service": "a", "method": "b", "method": "c"}
-        let mut repeated = vec![0x83];
+        let mut repeated = BytesMut::from(&[0x83][..]);
         for text in ["service", "a", "method", "b", "method", "c"] {
-            write_str(&mut repeated, text).unwrap();
+            put_str(&mut repeated, text);
         }
         assert_eq!(read_head(&repeated), None);
         let error = Head::decode(&repeated).unwrap_err();
