@@ -206,6 +206,7 @@ impl CallStream {
                     kind: FrameKind::Trail,
                     body: trail,
                 })) => {
+                    self.reader.take_end_if_ready();
                     Trail::decode(&trail)?.into_result()?;
                     let Some(body) = body else {
                         return Err(Status::internal("unary reply has no message"));

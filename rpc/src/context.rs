@@ -1,6 +1,7 @@
 //! The handler's view of its call ([`Context`]) and the options a caller sets on a call.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -94,7 +95,10 @@ struct ContextInner {
     metadata: Metadata,
     deadline: Option<Instant>,
     traceparent: Option<String>,
-    cancellation: CancellationToken,
+    /// Set when the call is cancelled. Every call has a context, but few handlers watch for
+    /// cancellation, so the token, which allocates, is made only when a handler asks.
+    cancelled: AtomicBool,
+    token: OnceLock<CancellationToken>,
 }
 
 impl Context {
@@ -105,7 +109,6 @@ impl Context {
         metadata: Metadata,
         deadline: Option<Instant>,
         traceparent: Option<String>,
-        cancellation: CancellationToken,
     ) -> Context {
         Context {
             inner: Arc::new(ContextInner {
@@ -115,9 +118,31 @@ impl Context {
                 metadata,
                 deadline,
                 traceparent,
-                cancellation,
+                cancelled: AtomicBool::new(false),
+                token: OnceLock::new(),
             }),
         }
+    }
+
+    /// Cancels the call: [`is_cancelled`](Self::is_cancelled) turns true and the token, if a
+    /// handler took one, is cancelled.
+    pub(crate) fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `token`: either that side sees the flag, or this side
+        // sees the token it made, so a token made at the same moment is cancelled too.
+        fence(Ordering::SeqCst);
+        if let Some(token) = self.inner.token.get() {
+            token.cancel();
+        }
+    }
+
+    fn token(&self) -> &CancellationToken {
+        let token = self.inner.token.get_or_init(CancellationToken::new);
+        fence(Ordering::SeqCst);
+        if self.inner.cancelled.load(Ordering::SeqCst) {
+            token.cancel();
+        }
+        token
     }
 
     /// Returns the node id of the caller, proven by its TLS certificate.
@@ -159,7 +184,7 @@ impl Context {
 
     /// Returns whether the call was cancelled: the caller went away or the deadline passed.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancellation.is_cancelled()
+        self.inner.cancelled.load(Ordering::SeqCst)
     }
 
     /// Waits until the call is cancelled.
@@ -167,12 +192,12 @@ impl Context {
     /// The server also drops the handler's future on cancellation, so only tasks the handler
     /// spawned need this.
     pub async fn cancelled(&self) {
-        self.inner.cancellation.cancelled().await
+        self.token().cancelled().await
     }
 
     /// Returns a token that is cancelled with the call, for tasks that outlive the handler.
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.inner.cancellation.clone()
+        self.token().clone()
     }
 
     /// Returns options for a call made on behalf of this one: they carry this call's
@@ -190,6 +215,43 @@ impl Context {
 mod tests {
     use super::*;
 
+    fn context() -> Context {
+        Context::new(
+            NodeId::from_bytes([0; 32]),
+            "s".into(),
+            "m".into(),
+            Metadata::new(),
+            None,
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn tokens_taken_before_and_after_cancelling_are_cancelled() {
+        let context = context();
+        let early = context.cancellation_token();
+        assert!(!context.is_cancelled() && !early.is_cancelled());
+        context.cancel();
+        assert!(context.is_cancelled() && early.is_cancelled());
+        assert!(context.cancellation_token().is_cancelled());
+        context.cancelled().await;
+
+        let late = self::context();
+        late.cancel();
+        assert!(late.cancellation_token().is_cancelled());
+    }
+
+    #[test]
+    fn token_made_while_cancelling_is_cancelled() {
+        for _ in 0..200 {
+            let context = context();
+            let watcher = context.clone();
+            let taker = std::thread::spawn(move || watcher.cancellation_token());
+            context.cancel();
+            assert!(taker.join().unwrap().is_cancelled());
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn inherited_deadline_is_never_extended() {
         let deadline = Instant::now() + Duration::from_millis(100);
@@ -200,7 +262,6 @@ mod tests {
             Metadata::new(),
             Some(deadline),
             Some("trace".into()),
-            CancellationToken::new(),
         );
 
         let longer = context.call_options().timeout(Duration::from_secs(5));

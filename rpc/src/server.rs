@@ -12,7 +12,6 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, trace, trace_span, warn};
 
 use crate::config::RpcConfig;
@@ -236,7 +235,6 @@ impl Router {
         let span =
             trace_span!("call", peer = %peer, service = %head.service, method = %head.method);
         span.in_scope(|| trace!(timeout = ?head.timeout(), "call started"));
-        let cancellation = CancellationToken::new();
         let context = Context::new(
             peer,
             head.service,
@@ -244,14 +242,14 @@ impl Router {
             head.metadata,
             deadline,
             head.traceparent,
-            cancellation.clone(),
         );
         let call = ServerCall {
             reader,
             writer,
             counters: self.inner.counters.clone(),
-            cancellation: cancellation.clone(),
+            context: context.clone(),
         };
+        let call_context = context.clone();
         let mut handler = handler.call(context, call).instrument(span);
 
         // Most handlers finish on their first poll: the request has arrived and the reply
@@ -264,7 +262,7 @@ impl Router {
             trace!("call finished");
             return;
         }
-        Box::pin(self.wait_for(handler, deadline, stopped, cancellation)).await;
+        Box::pin(self.wait_for(handler, deadline, stopped, call_context)).await;
     }
 
     /// Runs a handler that did not finish at once until it does, or drops it on deadline or
@@ -274,7 +272,7 @@ impl Router {
         handler: impl Future<Output = ()>,
         deadline: Option<Instant>,
         stopped: impl Future<Output = ()>,
-        cancellation: CancellationToken,
+        context: Context,
     ) {
         let deadline_passed = async {
             match deadline {
@@ -286,12 +284,12 @@ impl Router {
             biased;
             () = handler => trace!("call finished"),
             () = stopped => {
-                cancellation.cancel();
+                context.cancel();
                 Counters::add(&self.inner.counters.calls_cancelled);
                 debug!("caller cancelled the call, handler dropped");
             }
             () = deadline_passed => {
-                cancellation.cancel();
+                context.cancel();
                 Counters::add(&self.inner.counters.calls_deadline_exceeded);
                 debug!("deadline passed, handler dropped");
             }
@@ -427,7 +425,8 @@ struct ServerCall {
     reader: FrameReader,
     writer: FrameWriter,
     counters: Arc<Counters>,
-    cancellation: CancellationToken,
+    /// The handler's context, to cancel when the caller goes away.
+    context: Context,
 }
 
 impl ServerCall {
@@ -469,7 +468,7 @@ impl ServerCall {
             }
             Err(ReadFailure::Stream(error)) => {
                 // The caller reset the stream or the connection is gone: the call is abandoned.
-                self.cancellation.cancel();
+                self.context.cancel();
                 Err(crate::stream::status_from_io(&error))
             }
         }
@@ -484,7 +483,7 @@ impl ServerCall {
             self.counters,
             Some(failure.clone()),
         )
-        .cancel_on_loss(self.cancellation);
+        .cancel_on_loss(self.context);
         (streaming, self.writer, failure)
     }
 }

@@ -262,6 +262,20 @@ impl FrameReader {
     pub(crate) fn stop(&mut self, code: u32) {
         self.recv.stop(code);
     }
+
+    /// Takes the end of the stream if it has already arrived, without waiting; for a reader
+    /// done with its last frame. A QUIC stream dropped before its end is read tells the
+    /// sender to stop, which costs a frame each way, though the end usually arrives in the
+    /// same packet as the last frame.
+    pub(crate) fn take_end_if_ready(&mut self) {
+        let quic = matches!(self.recv, RecvHalf::Quic(_));
+        if !quic || self.eof || !self.chunk.is_empty() || !self.buf.is_empty() {
+            return;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // Bytes past the last frame break the protocol; the drop then stops the sender.
+        let _ = self.poll_fill(&mut cx);
+    }
 }
 
 /// Writes frames to a call's sending half, batching frames queued between flushes.

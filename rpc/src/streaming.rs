@@ -11,8 +11,8 @@ use std::task::{Context, Poll, ready};
 use futures_core::Stream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 
+use crate::context::Context as CallContext;
 use crate::frame::FrameKind;
 use crate::message::Message;
 use crate::metadata::Metadata;
@@ -53,7 +53,7 @@ pub struct Streaming<T> {
     trailers: Option<Metadata>,
     counters: Arc<Counters>,
     failure: Option<Arc<OnceLock<Status>>>,
-    cancellation: Option<CancellationToken>,
+    cancel_on_loss: Option<CallContext>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -73,15 +73,15 @@ impl<T: Message> Streaming<T> {
             trailers: None,
             counters,
             failure,
-            cancellation: None,
+            cancel_on_loss: None,
             _message: PhantomData,
         }
     }
 
-    /// Cancels `cancellation` when the sender resets the stream or the connection is lost,
-    /// which on a request stream means the caller abandoned the call.
-    pub(crate) fn cancel_on_loss(mut self, cancellation: CancellationToken) -> Streaming<T> {
-        self.cancellation = Some(cancellation);
+    /// Cancels the call of `context` when the sender resets the stream or the connection is
+    /// lost, which on a request stream means the caller abandoned the call.
+    pub(crate) fn cancel_on_loss(mut self, context: CallContext) -> Streaming<T> {
+        self.cancel_on_loss = Some(context);
         self
     }
 
@@ -145,8 +145,8 @@ impl<T: Message> Streaming<T> {
                 Err(self.fail(status, stream_code::PROTOCOL_ERROR))
             }
             Err(ReadFailure::Stream(error)) => {
-                if let Some(cancellation) = &self.cancellation {
-                    cancellation.cancel();
+                if let Some(context) = &self.cancel_on_loss {
+                    context.cancel();
                 }
                 let status = status_from_io(&error);
                 Err(self.fail(status, stream_code::CANCELLED))
