@@ -409,8 +409,11 @@ impl Shared {
                     match connection.accept_bi().await {
                         Ok((send, recv)) => {
                             let router = shared.router.clone();
+                            // Boxed: tokio moves a task's future several times while
+                            // spawning, running and finishing it, and a call's future is
+                            // about a kilobyte; a box is one move and a pointer thereafter.
                             tokio::spawn(
-                                serve_quic_stream(router, peer.node_id, send, recv)
+                                Box::pin(serve_quic_stream(router, peer.node_id, send, recv))
                                     .in_current_span(),
                             );
                         }
