@@ -349,21 +349,20 @@ fn read_head(body: &[u8]) -> Option<Head> {
     let mut head = Head::default();
     let (mut service, mut method) = (false, false);
     for _ in 0..fields {
-        let key = read_str(&mut rest)?;
-        match key {
-            "service" if !service => {
+        match read_key(&mut rest)? {
+            b"service" if !service => {
                 head.service = read_str(&mut rest)?.to_owned();
                 service = true;
             }
-            "method" if !method => {
+            b"method" if !method => {
                 head.method = read_str(&mut rest)?.to_owned();
                 method = true;
             }
-            "timeout_us" if head.timeout_us.is_none() => {
+            b"timeout_us" if head.timeout_us.is_none() => {
                 head.timeout_us = Some(read_u64(&mut rest)?);
             }
-            "metadata" if head.metadata.is_empty() => head.metadata = read_metadata(&mut rest)?,
-            "traceparent" if head.traceparent.is_none() => {
+            b"metadata" if head.metadata.is_empty() => head.metadata = read_metadata(&mut rest)?,
+            b"traceparent" if head.traceparent.is_none() => {
                 head.traceparent = Some(read_str(&mut rest)?.to_owned());
             }
             _ => return None,
@@ -379,16 +378,16 @@ fn read_trail(body: &[u8]) -> Option<Trail> {
     let mut trail = Trail::default();
     let (mut code, mut message) = (false, false);
     for _ in 0..fields {
-        match read_str(&mut rest)? {
-            "code" if !code => {
+        match read_key(&mut rest)? {
+            b"code" if !code => {
                 trail.code = u32::try_from(read_u64(&mut rest)?).ok()?;
                 code = true;
             }
-            "message" if !message => {
+            b"message" if !message => {
                 trail.message = read_str(&mut rest)?.to_owned();
                 message = true;
             }
-            "metadata" if trail.metadata.is_empty() => trail.metadata = read_metadata(&mut rest)?,
+            b"metadata" if trail.metadata.is_empty() => trail.metadata = read_metadata(&mut rest)?,
             _ => return None,
         }
     }
@@ -412,8 +411,13 @@ fn read_metadata(rest: &mut &[u8]) -> Option<Metadata> {
 }
 
 /// Reads a MessagePack string (fixstr, str 8, str 16 or str 32) borrowed from `rest`.
-///
 fn read_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(read_key(rest)?).ok()
+}
+
+/// Reads a string's bytes without checking that they are UTF-8, for a field name that is
+/// only compared with the names this reader knows; any other name sends the body to serde.
+fn read_key<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let (&marker, tail) = rest.split_first()?;
     let (len, tail) = match marker {
         0xa0..=0xbf => (usize::from(marker & 0x1f), tail),
@@ -431,9 +435,9 @@ fn read_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
         }
         _ => return None,
     };
-    let text = tail.get(..len)?;
+    let bytes = tail.get(..len)?;
     *rest = &tail[len..];
-    std::str::from_utf8(text).ok()
+    Some(bytes)
 }
 
 /// Reads a map's length (fixmap, map 16 or map 32).
