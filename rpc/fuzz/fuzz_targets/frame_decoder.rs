@@ -1,8 +1,9 @@
 //! Feeds arbitrary bytes to the frame decoder in arbitrary chunk sizes, and the bodies of
 //! head and trail frames to their MessagePack decoders.
 //!
-//! Checks that nothing panics, that no frame exceeds the limits, and that chunked input
-//! decodes to the same frames as the whole input at once.
+//! Checks that nothing panics, that no frame exceeds the limits, that chunked input
+//! decodes to the same frames as the whole input at once, and that heads and trails decode
+//! exactly as `rmp_serde` decodes them (murmur reads them directly, falling back to serde).
 
 #![no_main]
 
@@ -30,8 +31,15 @@ fuzz_target!(|data: &[u8]| {
         };
         assert!(frame.body.len() <= limit as usize);
         match frame.kind {
-            FrameKind::Head => drop(Head::decode(&frame.body)),
-            FrameKind::Trail => drop(Trail::decode(&frame.body).map(Trail::into_result)),
+            FrameKind::Head => assert_eq!(
+                Head::decode(&frame.body).ok(),
+                rmp_serde::from_slice::<Head>(&frame.body).ok()
+            ),
+            FrameKind::Trail => {
+                let trail = Trail::decode(&frame.body).ok();
+                assert_eq!(trail, rmp_serde::from_slice::<Trail>(&frame.body).ok());
+                drop(trail.map(Trail::into_result));
+            }
             FrameKind::Data => {}
         }
     }
