@@ -153,7 +153,8 @@ fn setup_table(results: &Results) -> String {
 
 /// Formats the ratios as one JSON object, keys `unary_<size>_<in flight>_vs_<baseline>` and
 /// `stream_1k_vs_<baseline>`, each the median per-round ratio of murmur's throughput to the
-/// baseline's.
+/// baseline's, then `p99_unary_<size>_<in flight>_vs_tonic_tls`, the same for the 99th
+/// percentile latency (lower is better).
 fn ratios_json(plan: &Plan, results: &Results) -> String {
     let mut fields = Vec::new();
     for &(size, in_flight) in &plan.unary {
@@ -175,6 +176,18 @@ fn ratios_json(plan: &Plan, results: &Results) -> String {
     for baseline in BASELINES {
         let ratio = paired_ratio(murmur, &results.stream[&baseline], Sample::rate);
         fields.push(format!("\"stream_1k_vs_{}\": {ratio:.2}", baseline.key()));
+    }
+    for &(size, in_flight) in &plan.unary {
+        let ratio = paired_ratio(
+            &results.unary[&(size, in_flight, System::Murmur)],
+            &results.unary[&(size, in_flight, System::TonicTls)],
+            |sample| sample.latency_us(0.99),
+        );
+        fields.push(format!(
+            "\"p99_unary_{}_{in_flight}_vs_{}\": {ratio:.2}",
+            size_label(size),
+            System::TonicTls.key()
+        ));
     }
     format!("{{{}}}", fields.join(", "))
 }
