@@ -91,9 +91,10 @@ thread_local! {
     static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
-/// A scratch buffer that grew past this many bytes is released after use, so one large
-/// message does not pin its size to the thread.
-const SCRATCH_KEEP: usize = 64 * 1024;
+/// A scratch buffer that grew past this many bytes (1 MiB) is released after use, so one
+/// very large message does not pin its size to the thread, while messages of up to a
+/// mebibyte reuse the buffer instead of growing a new one each time.
+const SCRATCH_KEEP: usize = 1024 * 1024;
 
 /// Encodes `message` and passes the bytes to `write`, which copies them into a frame.
 ///
@@ -226,8 +227,9 @@ mod tests {
     #[test]
     fn large_scratch_is_released_and_small_kept() {
         let mut buf = BytesMut::new();
-        encode_data_frame(&Raw(Bytes::from(vec![1; 100_000])), u32::MAX, &mut buf).unwrap();
-        assert_eq!(buf.len(), FRAME_HEADER_LEN + 100_000);
+        let large = SCRATCH_KEEP + 1;
+        encode_data_frame(&Raw(Bytes::from(vec![1; large])), u32::MAX, &mut buf).unwrap();
+        assert_eq!(buf.len(), FRAME_HEADER_LEN + large);
         assert_eq!(SCRATCH.with_borrow(BytesMut::capacity), 0);
 
         encode_data_frame(&Raw(Bytes::from(vec![2; 1000])), u32::MAX, &mut buf).unwrap();
