@@ -417,74 +417,61 @@ fn read_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
 
 /// Reads a string's bytes without checking that they are UTF-8, for a field name that is
 /// only compared with the names this reader knows; any other name sends the body to serde.
+///
+/// This reader and the two below leave `rest` anywhere when they return `None`: the whole
+/// body then goes to serde.
 fn read_key<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (&marker, tail) = rest.split_first()?;
-    let (len, tail) = match marker {
-        0xa0..=0xbf => (usize::from(marker & 0x1f), tail),
-        0xd9 => {
-            let (&len, tail) = tail.split_first()?;
-            (usize::from(len), tail)
-        }
-        0xda => {
-            let (len, tail) = tail.split_first_chunk::<2>()?;
-            (usize::from(u16::from_be_bytes(*len)), tail)
-        }
-        0xdb => {
-            let (len, tail) = tail.split_first_chunk::<4>()?;
-            (usize::try_from(u32::from_be_bytes(*len)).ok()?, tail)
-        }
+    let len = match read_marker(rest)? {
+        marker @ 0xa0..=0xbf => u64::from(marker & 0x1f),
+        0xd9 => read_be::<1>(rest)?,
+        0xda => read_be::<2>(rest)?,
+        0xdb => read_be::<4>(rest)?,
         _ => return None,
     };
-    let bytes = tail.get(..len)?;
-    *rest = &tail[len..];
+    let (bytes, tail) = rest.split_at_checked(usize::try_from(len).ok()?)?;
+    *rest = tail;
     Some(bytes)
 }
 
 /// Reads a map's length (fixmap, map 16 or map 32).
 fn read_map_len(rest: &mut &[u8]) -> Option<usize> {
-    let (&marker, tail) = rest.split_first()?;
-    let (len, tail) = match marker {
-        0x80..=0x8f => (usize::from(marker & 0x0f), tail),
-        0xde => {
-            let (len, tail) = tail.split_first_chunk::<2>()?;
-            (usize::from(u16::from_be_bytes(*len)), tail)
-        }
-        0xdf => {
-            let (len, tail) = tail.split_first_chunk::<4>()?;
-            (usize::try_from(u32::from_be_bytes(*len)).ok()?, tail)
-        }
+    let len = match read_marker(rest)? {
+        marker @ 0x80..=0x8f => u64::from(marker & 0x0f),
+        0xde => read_be::<2>(rest)?,
+        0xdf => read_be::<4>(rest)?,
         _ => return None,
     };
-    *rest = tail;
-    Some(len)
+    usize::try_from(len).ok()
 }
 
 /// Reads an unsigned integer (positive fixint, uint 8, 16, 32 or 64). Signed forms, which
 /// `rmp_serde` never writes for unsigned fields, are left to serde.
 fn read_u64(rest: &mut &[u8]) -> Option<u64> {
+    match read_marker(rest)? {
+        marker @ 0x00..=0x7f => Some(u64::from(marker)),
+        0xcc => read_be::<1>(rest),
+        0xcd => read_be::<2>(rest),
+        0xce => read_be::<4>(rest),
+        0xcf => read_be::<8>(rest),
+        _ => None,
+    }
+}
+
+fn read_marker(rest: &mut &[u8]) -> Option<u8> {
     let (&marker, tail) = rest.split_first()?;
-    let (value, tail) = match marker {
-        0x00..=0x7f => (u64::from(marker), tail),
-        0xcc => {
-            let (&value, tail) = tail.split_first()?;
-            (u64::from(value), tail)
-        }
-        0xcd => {
-            let (value, tail) = tail.split_first_chunk::<2>()?;
-            (u64::from(u16::from_be_bytes(*value)), tail)
-        }
-        0xce => {
-            let (value, tail) = tail.split_first_chunk::<4>()?;
-            (u64::from(u32::from_be_bytes(*value)), tail)
-        }
-        0xcf => {
-            let (value, tail) = tail.split_first_chunk::<8>()?;
-            (u64::from_be_bytes(*value), tail)
-        }
-        _ => return None,
-    };
     *rest = tail;
-    Some(value)
+    Some(marker)
+}
+
+/// Reads the `N`-byte big-endian number that follows a marker: a length or a value.
+fn read_be<const N: usize>(rest: &mut &[u8]) -> Option<u64> {
+    let (bytes, tail) = rest.split_first_chunk::<N>()?;
+    *rest = tail;
+    Some(
+        bytes
+            .iter()
+            .fold(0, |value, &byte| value << 8 | u64::from(byte)),
+    )
 }
 
 pub(crate) fn kind_name(kind: FrameKind) -> &'static str {
