@@ -409,9 +409,9 @@ impl Shared {
                     match connection.accept_bi().await {
                         Ok((send, recv)) => {
                             let router = shared.router.clone();
-                            // Boxed: tokio moves a task's future several times while
-                            // spawning, running and finishing it, and a call's future is
-                            // about a kilobyte; a box is one move and a pointer thereafter.
+                            // Boxed, because tokio moves a task's future several times while
+                            // spawning, running and finishing it. A call's future is about a
+                            // kilobyte, and a box costs one move and a pointer thereafter.
                             tokio::spawn(
                                 Box::pin(serve_quic_stream(router, peer.node_id, send, recv))
                                     .in_current_span(),
@@ -465,8 +465,8 @@ async fn accept_loop(shared: Arc<Shared>) {
     debug!("endpoint closed, no longer accepting connections");
 }
 
-/// Returns the future that serves one call that arrived on a QUIC stream; a plain function, so
-/// the spawned future is the router's own, with no wrapper around it.
+/// Returns the future that serves one call that arrived on a QUIC stream. A plain function,
+/// so the spawned future is the router's own, with no wrapper around it.
 fn serve_quic_stream(
     router: Router,
     peer: NodeId,

@@ -85,15 +85,15 @@ impl From<&'static [u8]> for Raw {
 }
 
 thread_local! {
-    /// Where a message is encoded before it is copied into its frame, so that the frame
-    /// buffer is allocated once at its final size instead of growing while serde writes.
-    /// Kept for the thread's next message.
+    /// The buffer a message is encoded into before it is copied into its frame, so that the
+    /// frame buffer is allocated once at its final size instead of growing while serde
+    /// writes. Kept for the thread's next message.
     static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
-/// A scratch buffer that grew past this many bytes (1 MiB) is released after use, so one
-/// very large message does not pin its size to the thread, while messages of up to a
-/// mebibyte reuse the buffer instead of growing a new one each time.
+/// The size past which a scratch buffer is released after use: 1 MiB. One very large
+/// message then does not pin its size to the thread. Messages up to this size reuse the
+/// buffer instead of growing a new one each time.
 const SCRATCH_KEEP: usize = 1024 * 1024;
 
 /// Encodes `message` and passes the bytes to `write`, which copies them into a frame.

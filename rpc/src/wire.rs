@@ -4,12 +4,13 @@
 //! skips what it does not know.
 //!
 //! Every call carries one head and one trail, so both are written field by field and read
-//! back the same way, without serde's generic machinery; the few MessagePack forms they use
-//! (maps, strings, unsigned integers) are written out below. The serde derives on [`Head`]
-//! and [`Trail`] still define the format: the bytes written are those `rmp_serde` writes,
-//! and a body the direct reader does not recognise in full (a field it does not know, an
-//! array instead of a map, a repeated key) is handed to `rmp_serde`, which accepts or
-//! rejects it as it always did.
+//! back the same way, without serde's generic machinery. The few MessagePack forms they use
+//! (maps, strings, unsigned integers) are written out below.
+//!
+//! The serde derives on [`Head`] and [`Trail`] still define the format. The bytes written
+//! are those `rmp_serde` writes. A body the direct reader does not recognise in full (a
+//! field it does not know, an array instead of a map, a repeated key) goes to `rmp_serde`,
+//! which accepts or rejects it as it always did.
 
 use std::time::Duration;
 
@@ -275,7 +276,7 @@ fn encode_map_frame(
 }
 
 // The MessagePack forms heads and trails use, each in its shortest encoding, as the
-// specification asks and `rmp_serde` writes. A length beyond 32 bits is written as
+// specification recommends and `rmp_serde` writes. A length beyond 32 bits is written as
 // `u32::MAX`; such a body is far over any frame limit, which then rejects it.
 
 fn put_map_len(dst: &mut BytesMut, len: usize) {
@@ -416,7 +417,7 @@ fn read_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
 }
 
 /// Reads a string's bytes without checking that they are UTF-8, for a field name that is
-/// only compared with the names this reader knows; any other name sends the body to serde.
+/// only compared with the field names above; any other name sends the body to serde.
 ///
 /// This reader and the two below leave `rest` anywhere when they return `None`: the whole
 /// body then goes to serde.
