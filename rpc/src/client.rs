@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::{Unconstrained, unconstrained};
 use tokio::time::{Instant, Sleep};
 use tracing::trace;
 
@@ -351,14 +352,16 @@ impl<Req, Resp> fmt::Debug for ClientStreaming<Req, Resp> {
 ///
 /// A plain future rather than an `async fn`: an `async fn` would keep its unstarted argument
 /// and the running future side by side in its state, doubling the size of every call's
-/// future. The timer exists only when there is a deadline, and is polled only after `future`.
+/// future. The timer exists only when there is a deadline, and is polled after `future`,
+/// outside tokio's cooperative budget: a `future` that spends the task's budget on every
+/// poll would otherwise keep the timer from ever firing.
 pub(crate) fn with_deadline<T, F>(deadline: Option<Instant>, future: F) -> WithDeadline<F>
 where
     F: Future<Output = Result<T, Status>>,
 {
     WithDeadline {
         future,
-        timer: deadline.map(tokio::time::sleep_until),
+        timer: deadline.map(|deadline| unconstrained(tokio::time::sleep_until(deadline))),
     }
 }
 
@@ -368,7 +371,7 @@ pin_project_lite::pin_project! {
         #[pin]
         future: F,
         #[pin]
-        timer: Option<Sleep>,
+        timer: Option<Unconstrained<Sleep>>,
     }
 }
 
@@ -410,5 +413,32 @@ fn ignore_stopped(error: &std::io::Error) -> Result<(), Status> {
         Ok(())
     } else {
         Err(status_from_io(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn spend_budget_forever() -> Result<(), Status> {
+        loop {
+            tokio::task::consume_budget().await;
+        }
+    }
+
+    /// A future that spends the task's whole cooperative budget on every poll must not keep
+    /// the deadline's timer from firing.
+    #[tokio::test]
+    async fn deadline_fires_for_a_future_that_spends_its_budget() {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            with_deadline(Some(deadline), spend_budget_forever()),
+        )
+        .await
+        .expect("the deadline never fired");
+        assert_eq!(outcome.unwrap_err().code(), Code::DeadlineExceeded);
     }
 }

@@ -185,6 +185,11 @@ impl Context {
     /// Returns whether the call was cancelled: the caller went away or the deadline passed.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancelled.load(Ordering::SeqCst)
+            || self
+                .inner
+                .token
+                .get()
+                .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Waits until the call is cancelled.
@@ -241,6 +246,13 @@ mod tests {
         let late = self::context();
         late.cancel();
         assert!(late.cancellation_token().is_cancelled());
+    }
+
+    #[test]
+    fn cancelling_the_token_cancels_the_context() {
+        let context = context();
+        context.cancellation_token().cancel();
+        assert!(context.is_cancelled());
     }
 
     #[test]

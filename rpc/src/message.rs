@@ -31,6 +31,15 @@ pub trait Message: Sized + Send + 'static {
     /// A [`Status`] with [`Code::InvalidArgument`](crate::Code::InvalidArgument) when the
     /// bytes are not a valid encoding of this type.
     fn decode(body: Bytes) -> Result<Self, Status>;
+
+    /// Returns the encoded bytes when the message already holds them, as [`Raw`] does, so
+    /// they are copied once into their frame. `None`, the default, means [`encode`]
+    /// writes them.
+    ///
+    /// [`encode`]: Message::encode
+    fn as_encoded(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {
@@ -63,6 +72,10 @@ impl Message for Raw {
 
     fn decode(body: Bytes) -> Result<Self, Status> {
         Ok(Raw(body))
+    }
+
+    fn as_encoded(&self) -> Option<&[u8]> {
+        Some(&self.0)
     }
 }
 
@@ -107,27 +120,33 @@ pub(crate) fn with_encoded<M: Message, T>(
     limit: u32,
     write: impl FnOnce(&[u8]) -> T,
 ) -> Result<T, Status> {
-    SCRATCH.with(|scratch| {
-        // A message's encoder cannot reach this function again, since it has no frame
-        // writer; a fresh buffer covers that case all the same.
-        let mut borrowed = scratch.try_borrow_mut().ok();
-        let mut fresh = BytesMut::new();
-        let body = borrowed.as_deref_mut().unwrap_or(&mut fresh);
-        body.clear();
-        let outcome = message.encode(body).and_then(|()| {
-            if body.len() > limit as usize {
-                return Err(Status::resource_exhausted(format!(
-                    "frame of {} bytes exceeds the {limit}-byte limit",
-                    body.len()
-                )));
-            }
-            Ok(write(body))
-        });
-        if body.capacity() > SCRATCH_KEEP {
-            *body = BytesMut::new();
-        }
-        outcome
-    })
+    if let Some(body) = message.as_encoded() {
+        check_limit(body, limit)?;
+        return Ok(write(body));
+    }
+    // The buffer is taken out of the thread's slot while it is in use, so a message whose
+    // own `encode` calls back in here finds the slot empty and starts a fresh buffer. The
+    // slot is gone only while the thread exits; a fresh buffer serves then too.
+    let mut body = SCRATCH.try_with(RefCell::take).unwrap_or_default();
+    body.clear();
+    let outcome = message.encode(&mut body).and_then(|()| {
+        check_limit(&body, limit)?;
+        Ok(write(&body))
+    });
+    if body.capacity() <= SCRATCH_KEEP {
+        let _ = SCRATCH.try_with(|scratch| scratch.replace(body));
+    }
+    outcome
+}
+
+fn check_limit(body: &[u8], limit: u32) -> Result<(), Status> {
+    if body.len() > limit as usize {
+        return Err(Status::resource_exhausted(format!(
+            "frame of {} bytes exceeds the {limit}-byte limit",
+            body.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Appends a `Data` frame whose body is `body`.
@@ -157,6 +176,11 @@ mod tests {
     use super::*;
     use crate::Code;
     use crate::frame::FRAME_HEADER_LEN;
+
+    #[derive(Serialize, Deserialize)]
+    struct Echo {
+        payload: Bytes,
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct OrderV1 {
@@ -228,12 +252,27 @@ mod tests {
     fn large_scratch_is_released_and_small_kept() {
         let mut buf = BytesMut::new();
         let large = SCRATCH_KEEP + 1;
-        encode_data_frame(&Raw(Bytes::from(vec![1; large])), u32::MAX, &mut buf).unwrap();
-        assert_eq!(buf.len(), FRAME_HEADER_LEN + large);
+        let message = Echo {
+            payload: Bytes::from(vec![1; large]),
+        };
+        encode_data_frame(&message, u32::MAX, &mut buf).unwrap();
+        assert!(buf.len() > FRAME_HEADER_LEN + large);
         assert_eq!(SCRATCH.with_borrow(BytesMut::capacity), 0);
 
-        encode_data_frame(&Raw(Bytes::from(vec![2; 1000])), u32::MAX, &mut buf).unwrap();
+        let message = Echo {
+            payload: Bytes::from(vec![2; 1000]),
+        };
+        encode_data_frame(&message, u32::MAX, &mut buf).unwrap();
         assert!(SCRATCH.with_borrow(BytesMut::capacity) >= 1000);
         assert_eq!(&buf[buf.len() - 1000..], &[2; 1000][..]);
+    }
+
+    #[test]
+    fn raw_bytes_skip_the_scratch_buffer() {
+        SCRATCH.with_borrow_mut(|scratch| *scratch = BytesMut::new());
+        let mut buf = BytesMut::new();
+        encode_data_frame(&Raw(Bytes::from(vec![3; 500])), u32::MAX, &mut buf).unwrap();
+        assert_eq!(buf.len(), FRAME_HEADER_LEN + 500);
+        assert_eq!(SCRATCH.with_borrow(BytesMut::capacity), 0);
     }
 }

@@ -12,6 +12,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
+use tokio::task::unconstrained;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, trace, trace_span, warn};
 
@@ -251,7 +252,7 @@ impl Router {
             context: context.clone(),
         };
         let call_context = context.clone();
-        let mut handler = handler.call(context, call).instrument(span);
+        let mut handler = handler.call(context, call).instrument(span.clone());
 
         // Most handlers finish on their first poll: the request has arrived and the reply
         // fits the flow-control window. Only a handler that waits gets a timer for its
@@ -260,10 +261,14 @@ impl Router {
             .await
             .is_ready()
         {
-            trace!("call finished");
+            span.in_scope(|| trace!("call finished"));
             return;
         }
-        Box::pin(self.wait_for(handler, deadline, stopped, call_context)).await;
+        Box::pin(
+            self.wait_for(handler, deadline, stopped, call_context)
+                .instrument(span),
+        )
+        .await;
     }
 
     /// Runs a handler that did not finish at once until it does, or drops it on deadline or
@@ -275,9 +280,11 @@ impl Router {
         stopped: impl Future<Output = ()>,
         context: Context,
     ) {
+        // Outside tokio's cooperative budget, because the handler is polled first and one
+        // that spends the budget on every poll would otherwise keep the timer from firing.
         let deadline_passed = async {
             match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                Some(deadline) => unconstrained(tokio::time::sleep_until(deadline)).await,
                 None => std::future::pending().await,
             }
         };

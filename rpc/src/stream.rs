@@ -280,8 +280,8 @@ impl FrameReader {
 
 /// Writes frames to a call's sending half, batching frames queued between flushes.
 ///
-/// The buffer is sized before each push from what the push writes, so a call's frames are
-/// written into one allocation, not grown into it.
+/// The buffer is sized before each push from what the push writes, so each push allocates
+/// at most once instead of growing the buffer piece by piece.
 pub(crate) struct FrameWriter {
     send: SendHalf,
     buf: BytesMut,
@@ -502,6 +502,23 @@ mod tests {
         assert_eq!(trail.kind, FrameKind::Trail);
         assert!(reader.next_frame().await.unwrap().is_none());
         sender.await.unwrap();
+    }
+
+    #[test]
+    fn request_with_head_over_limit_queues_nothing() {
+        let mut config = RpcConfig::default();
+        config.max_head_size(64);
+        let (_, duplex) = tokio::io::duplex(64);
+        let mut writer = FrameWriter::new(SendHalf::Io(Box::pin(duplex)), &config);
+        let mut head = Head::new("orders", "place");
+        head.metadata.insert("big", "x".repeat(100));
+
+        let error = writer
+            .push_request(&head.fields(), &Raw(Bytes::from_static(b"order")))
+            .unwrap_err();
+        assert_eq!(error.code(), Code::ResourceExhausted);
+        assert!(error.message().contains("head frame"), "{error}");
+        assert!(writer.buf.is_empty());
     }
 
     #[tokio::test]

@@ -92,7 +92,7 @@ pub(crate) struct HeadFields<'a> {
 }
 
 impl HeadFields<'_> {
-    /// Returns at least the length of the encoded body, to size a buffer before writing.
+    /// Returns an upper bound on the encoded body's length, for sizing a buffer.
     pub(crate) fn encoded_len_bound(&self) -> usize {
         // Every string costs at most 5 bytes of marker and length; the map markers, the keys
         // and the timeout fit in 64.
@@ -407,7 +407,8 @@ fn read_metadata(rest: &mut &[u8]) -> Option<Metadata> {
             return None;
         }
     }
-    // An empty map reads as absent, which serde would accept once more as a repeated key.
+    // An empty map would leave the field looking unset, so this reader would accept a second
+    // `metadata` key that serde rejects. Such a body goes to serde instead.
     (!metadata.is_empty()).then_some(metadata)
 }
 
@@ -416,11 +417,11 @@ fn read_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     std::str::from_utf8(read_key(rest)?).ok()
 }
 
-/// Reads a string's bytes without checking that they are UTF-8, for a field name that is
-/// only compared with the field names above; any other name sends the body to serde.
+/// Reads a string's bytes without checking that they are UTF-8: field names are only
+/// compared with the names above, and [`read_str`] checks values.
 ///
-/// This reader and the two below leave `rest` anywhere when they return `None`: the whole
-/// body then goes to serde.
+/// Every `read_` function here leaves `rest` wherever it stopped when it returns `None`,
+/// since the whole body then goes to serde.
 fn read_key<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let len = match read_marker(rest)? {
         marker @ 0xa0..=0xbf => u64::from(marker & 0x1f),

@@ -163,11 +163,39 @@ async fn deadline_fails_call_and_drops_handler() {
             Ok::<_, Status>(())
         }
     });
+    assert_dropped_at_deadline(&router, "sleep", &dropped).await;
+}
 
-    let status = connect(&router)
+/// A handler that spends the task's whole cooperative budget on every poll still ends at
+/// its deadline: the server's timer does not wait for budget.
+#[tokio::test]
+async fn deadline_drops_handler_that_spends_its_budget() {
+    let router = Router::new(RpcConfig::default());
+    let dropped = Arc::new(AtomicBool::new(false));
+    let handler_dropped = dropped.clone();
+    router.unary("slow", "spin", move |_ctx, (): ()| {
+        let guard = DropFlag(handler_dropped.clone());
+        async move {
+            let _guard = guard;
+            spend_budget_forever().await
+        }
+    });
+    assert_dropped_at_deadline(&router, "spin", &dropped).await;
+}
+
+async fn spend_budget_forever() -> Result<(), Status> {
+    loop {
+        tokio::task::consume_budget().await;
+    }
+}
+
+/// Calls `slow/<method>` with a 100 ms deadline, then waits up to 10 s for the handler to
+/// be dropped and checks the router counted the deadline.
+async fn assert_dropped_at_deadline(router: &Router, method: &str, dropped: &AtomicBool) {
+    let status = connect(router)
         .unary::<(), ()>(
             "slow",
-            "sleep",
+            method,
             &(),
             CallOptions::new().timeout(Duration::from_millis(100)),
         )

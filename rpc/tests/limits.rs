@@ -295,6 +295,52 @@ async fn call_past_in_flight_limit_fails_at_once() {
         .unwrap();
 }
 
+/// A slot comes back however a call ends: at its deadline and when its caller goes away,
+/// not only when the handler finishes.
+#[tokio::test]
+async fn in_flight_slot_returns_after_deadline_and_cancel() {
+    init_logs();
+    let trust = cluster();
+    let mut one_call = RpcConfig::default();
+    one_call.max_in_flight_calls(1);
+    let server = node_with(&trust, one_call);
+    let client = node(&trust);
+    let gate = serve_gated(&server);
+
+    let timed_out = client
+        .call::<(), ()>(
+            peer(&server),
+            "gate",
+            "wait",
+            &(),
+            CallOptions::new().timeout(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(timed_out.code(), Code::DeadlineExceeded, "{timed_out}");
+    // The server drops the handler at its deadline or, if the caller's reset arrives
+    // first, because the caller went away; either way it counts the call once.
+    let dropped = || {
+        let stats = server.stats();
+        stats.calls_deadline_exceeded + stats.calls_cancelled
+    };
+    assert!(common::eventually(|| dropped() == 1).await);
+
+    let abandoned = spawn_gated_call(&client, &server);
+    assert!(common::eventually(|| server.stats().calls_served == 2).await);
+    abandoned.abort();
+    assert!(common::eventually(|| dropped() == 2).await);
+
+    let last = spawn_gated_call(&client, &server);
+    gate.add_permits(1);
+    tokio::time::timeout(PATIENCE, last)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(server.stats().calls_rejected_in_flight, 0);
+}
+
 #[tokio::test]
 async fn call_past_stream_limit_fails_at_once() {
     init_logs();
