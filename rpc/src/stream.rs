@@ -42,6 +42,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// follows it (12 bytes), so a unary reply is one allocation.
 const TRAIL_ROOM: usize = 16;
 
+/// Bytes a streaming call's writer allocates at a time (8 KiB), so that a stream of small
+/// messages shares one allocation among several instead of allocating once per message.
+/// An idle stream keeps up to this much until its next message or its end.
+const STREAM_BUFFER: usize = 8 * 1024;
+
 /// The receiving half of a call's stream.
 pub(crate) enum RecvHalf {
     Quic(quinn::RecvStream),
@@ -287,6 +292,9 @@ pub(crate) struct FrameWriter {
     buf: BytesMut,
     max_frame_size: u32,
     max_head_size: u32,
+    /// The least a push allocates when the buffer is full: 0 for a unary call's writer,
+    /// [`STREAM_BUFFER`] for a stream's.
+    min_allocation: usize,
 }
 
 impl FrameWriter {
@@ -296,13 +304,28 @@ impl FrameWriter {
             buf: BytesMut::new(),
             max_frame_size: config.max_frame_size,
             max_head_size: config.effective_head_limit(),
+            min_allocation: 0,
+        }
+    }
+
+    /// Makes the writer allocate [`STREAM_BUFFER`] bytes at a time, for a call that sends
+    /// many messages.
+    pub(crate) fn for_stream(mut self) -> FrameWriter {
+        self.min_allocation = STREAM_BUFFER;
+        self
+    }
+
+    /// Makes room for `len` more bytes, allocating at least `min_allocation` when the buffer
+    /// has too little left.
+    fn make_room(&mut self, len: usize) {
+        if self.buf.capacity() - self.buf.len() < len {
+            self.buf.reserve(len.max(self.min_allocation));
         }
     }
 
     /// Queues a head frame.
     pub(crate) fn push_head(&mut self, head: &HeadFields<'_>) -> Result<(), Status> {
-        self.buf
-            .reserve(FRAME_HEADER_LEN + head.encoded_len_bound());
+        self.make_room(FRAME_HEADER_LEN + head.encoded_len_bound());
         let len = encode_head_frame(head, self.max_head_size, &mut self.buf)?;
         trace!(len, "head frame queued");
         Ok(())
@@ -328,7 +351,7 @@ impl FrameWriter {
     /// Queues a data frame holding `message`.
     pub(crate) fn push_message<M: Message>(&mut self, message: &M) -> Result<(), Status> {
         with_encoded(message, self.max_frame_size, |body| {
-            self.buf.reserve(FRAME_HEADER_LEN + body.len() + TRAIL_ROOM);
+            self.make_room(FRAME_HEADER_LEN + body.len() + TRAIL_ROOM);
             put_data_frame(body, &mut self.buf);
         })
     }

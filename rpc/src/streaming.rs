@@ -255,7 +255,7 @@ pub struct ReplySink<T> {
 impl<T: Message> ReplySink<T> {
     pub(crate) fn new(writer: FrameWriter, home: oneshot::Sender<ReturnedWriter>) -> ReplySink<T> {
         ReplySink {
-            writer: Some(writer),
+            writer: Some(writer.for_stream()),
             home: Some(home),
             failure: None,
             _message: PhantomData,
@@ -337,7 +337,7 @@ enum SinkState {
 impl<T: Message> RequestSink<T> {
     pub(crate) fn new(writer: FrameWriter, deadline: Option<Instant>) -> RequestSink<T> {
         RequestSink {
-            writer,
+            writer: writer.for_stream(),
             deadline,
             state: SinkState::Open,
             stopped_by_server: false,
