@@ -103,10 +103,18 @@ fn main() -> Result<()> {
     if let Some(index) = args.iter().position(|arg| arg == "--profile") {
         let key = args.get(index + 1).ok_or("--profile needs a system name")?;
         let system = System::from_key(key).ok_or_else(|| format!("unknown system {key:?}"))?;
+        let stream = args.iter().any(|arg| arg == "--stream");
+        let in_flight = match args.iter().position(|arg| arg == "--in-flight") {
+            Some(index) => args
+                .get(index + 1)
+                .and_then(|value| value.parse().ok())
+                .ok_or("--in-flight needs a number of calls")?,
+            None => 128,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        return runtime.block_on(profile(system));
+        return runtime.block_on(profile(system, stream, in_flight));
     }
 
     let plan = if args.iter().any(|arg| arg == "--quick") {
@@ -215,19 +223,30 @@ async fn compare(plan: Plan) -> Result<()> {
     Ok(())
 }
 
-/// Runs only `system`, 1 KiB calls at 128 in flight for 10 s, for a profiler to watch.
-async fn profile(system: System) -> Result<()> {
+/// Runs only `system`, 1 KiB calls at `in_flight` calls in flight for 10 s, or with `stream`
+/// one server stream of 300 000 messages of 1 KiB, for a profiler to watch.
+async fn profile(system: System, stream: bool, in_flight: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let certs = Certs::generate()?;
     certs.save(dir.path())?;
     let server = ServerProcess::start(system, dir.path())?;
     let client = Arc::new(system.connect(&server.line, &certs).await?);
+    if stream {
+        let sample = measure::stream(&client, 300_000, 1024, server.pid()).await?;
+        println!(
+            "{}: {:.0} messages/s, {:.1} µs CPU per message",
+            system.key(),
+            sample.rate(),
+            sample.cpu_per_call_us()
+        );
+        return Ok(());
+    }
     let payload = Bytes::from(vec![0x5a; 1024]);
     let window = Duration::from_secs(10);
     let sample = measure::unary(
         client,
         payload,
-        128,
+        in_flight,
         Duration::from_millis(300),
         window,
         server.pid(),
