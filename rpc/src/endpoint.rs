@@ -310,7 +310,18 @@ impl Endpoint {
     /// as long as the slowest call.
     pub async fn open_call(&self, peer: Peer) -> Result<CallStream, Status> {
         let connection = self.shared.connection(peer).await?;
-        let (send, recv) = open_stream(&connection, peer)?;
+        let (send, recv) = match open_stream(&connection, peer) {
+            Ok(streams) => streams,
+            // The pool hands out connections without asking quinn whether they closed, which
+            // would take the connection's lock on every call; one that closed since its last
+            // use is replaced here, once.
+            Err(_) if connection.close_reason().is_some() => {
+                self.shared.pool.forget(&peer, connection.stable_id());
+                let connection = self.shared.connection(peer).await?;
+                open_stream(&connection, peer)?
+            }
+            Err(status) => return Err(status),
+        };
         let config = self.shared.router.config();
         Ok(CallStream::from_parts(
             FrameReader::new(RecvHalf::Quic(recv), config),
@@ -362,7 +373,7 @@ impl Shared {
     /// Returns the live connection to `peer`, opening one if there is none. Concurrent
     /// callers for the same peer wait for a single handshake.
     async fn connection(self: &Arc<Shared>, peer: Peer) -> Result<quinn::Connection, Status> {
-        if let Some(connection) = self.pool.live(&peer) {
+        if let Some(connection) = self.pool.pooled(&peer) {
             return Ok(connection);
         }
         // Boxed, so the rare handshake does not enlarge every call's future.
@@ -543,6 +554,13 @@ struct Pool {
 }
 
 impl Pool {
+    /// Returns the connection kept for `peer`, which may have closed since; the caller
+    /// finds out when opening a stream on it fails.
+    fn pooled(&self, peer: &Peer) -> Option<quinn::Connection> {
+        lock(&self.live).get(peer).cloned()
+    }
+
+    /// Returns the connection kept for `peer` if it is still open.
     fn live(&self, peer: &Peer) -> Option<quinn::Connection> {
         let live = lock(&self.live);
         let connection = live.get(peer)?;
