@@ -312,8 +312,8 @@ impl Endpoint {
         let connection = self.shared.connection(peer).await?;
         let (send, recv) = match open_stream(&connection, peer) {
             Ok(streams) => streams,
-            // The pool hands out connections without asking quinn whether they closed, which
-            // would take the connection's lock on every call; one that closed since its last
+            // The pool hands out connections without asking quinn whether they closed, because
+            // asking takes the connection's lock on every call. One that closed since its last
             // use is replaced here, once.
             Err(_) if connection.close_reason().is_some() => {
                 self.shared.pool.forget(&peer, connection.stable_id());

@@ -292,8 +292,8 @@ pub(crate) struct FrameWriter {
     buf: BytesMut,
     max_frame_size: u32,
     max_head_size: u32,
-    /// The least a push allocates when the buffer is full: 0 for a unary call's writer,
-    /// [`STREAM_BUFFER`] for a stream's.
+    /// The minimum size of an allocation when a push finds the buffer full: 0 for a unary
+    /// call's writer, [`STREAM_BUFFER`] for a stream's.
     min_allocation: usize,
 }
 

@@ -318,8 +318,8 @@ async fn in_flight_slot_returns_after_deadline_and_cancel() {
         .await
         .unwrap_err();
     assert_eq!(timed_out.code(), Code::DeadlineExceeded, "{timed_out}");
-    // The server drops the handler at its deadline or, if the caller's reset arrives
-    // first, because the caller went away; either way it counts the call once.
+    // The server drops the handler at its deadline, or earlier when the caller's reset
+    // arrives first. It counts the call once either way.
     let dropped = || {
         let stats = server.stats();
         stats.calls_deadline_exceeded + stats.calls_cancelled
