@@ -350,11 +350,11 @@ impl<Req, Resp> fmt::Debug for ClientStreaming<Req, Resp> {
 
 /// Runs `future` until `deadline`, returning `DeadlineExceeded` if it passes first.
 ///
-/// A plain future rather than an `async fn`: an `async fn` would keep its unstarted argument
-/// and the running future side by side in its state, doubling the size of every call's
-/// future. The timer exists only when there is a deadline, and is polled after `future`,
-/// outside tokio's cooperative budget: a `future` that spends the task's budget on every
-/// poll would otherwise keep the timer from ever firing.
+/// Returns a plain future rather than being an `async fn`, because an `async fn` keeps its
+/// unstarted argument and the running future side by side, doubling every call's future.
+/// The timer exists only when there is a deadline. It is polled after `future` and outside
+/// tokio's cooperative budget, so a `future` that spends the budget on every poll cannot
+/// keep it from firing.
 pub(crate) fn with_deadline<T, F>(deadline: Option<Instant>, future: F) -> WithDeadline<F>
 where
     F: Future<Output = Result<T, Status>>,
@@ -431,7 +431,7 @@ mod tests {
     /// A future that spends the task's whole cooperative budget on every poll must not keep
     /// the deadline's timer from firing.
     #[tokio::test]
-    async fn deadline_fires_for_a_future_that_spends_its_budget() {
+    async fn deadline_fires_despite_spent_budget() {
         let deadline = Instant::now() + Duration::from_millis(50);
         let outcome = tokio::time::timeout(
             Duration::from_secs(10),

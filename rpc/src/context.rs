@@ -128,8 +128,8 @@ impl Context {
     /// handler took one, is cancelled.
     pub(crate) fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);
-        // Pairs with the fence in `token`: either that side sees the flag, or this side
-        // sees the token it made, so a token made at the same moment is cancelled too.
+        // Pairs with the fence in `token`. Either that side reads the flag or this side reads
+        // the token it made, so a token made at the same moment is cancelled too.
         fence(Ordering::SeqCst);
         if let Some(token) = self.inner.token.get() {
             token.cancel();
@@ -232,7 +232,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tokens_taken_before_and_after_cancelling_are_cancelled() {
+    async fn tokens_before_and_after_cancel() {
         let context = context();
         let early = context.cancellation_token();
         assert!(!context.is_cancelled());
@@ -249,14 +249,14 @@ mod tests {
     }
 
     #[test]
-    fn cancelling_the_token_cancels_the_context() {
+    fn token_cancel_cancels_context() {
         let context = context();
         context.cancellation_token().cancel();
         assert!(context.is_cancelled());
     }
 
     #[test]
-    fn token_made_while_cancelling_is_cancelled() {
+    fn token_made_while_cancelling() {
         for _ in 0..200 {
             let context = context();
             let watcher = context.clone();

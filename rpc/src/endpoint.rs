@@ -554,8 +554,8 @@ struct Pool {
 }
 
 impl Pool {
-    /// Returns the connection kept for `peer`, which may have closed since; the caller
-    /// finds out when opening a stream on it fails.
+    /// Returns the connection kept for `peer`, which may have closed since. The caller finds
+    /// out when opening a stream on it fails.
     fn pooled(&self, peer: &Peer) -> Option<quinn::Connection> {
         lock(&self.live).get(peer).cloned()
     }

@@ -32,7 +32,7 @@ pub trait Message: Sized + Send + 'static {
     /// bytes are not a valid encoding of this type.
     fn decode(body: Bytes) -> Result<Self, Status>;
 
-    /// Returns the encoded bytes when the message already holds them, as [`Raw`] does, so
+    /// Returns the encoded bytes when the message already contains them, as [`Raw`] does, so
     /// they are copied once into their frame. `None`, the default, means [`encode`]
     /// writes them.
     ///
@@ -126,7 +126,7 @@ pub(crate) fn with_encoded<M: Message, T>(
     }
     // The buffer is taken out of the thread's slot while it is in use, so a message whose
     // own `encode` calls back in here finds the slot empty and starts a fresh buffer. The
-    // slot is gone only while the thread exits; a fresh buffer serves then too.
+    // slot is gone only while the thread exits, and a fresh buffer serves then too.
     let mut body = SCRATCH.try_with(RefCell::take).unwrap_or_default();
     body.clear();
     let outcome = message.encode(&mut body).and_then(|()| {
@@ -159,7 +159,7 @@ pub(crate) fn put_data_frame(body: &[u8], dst: &mut BytesMut) {
 ///
 /// # Errors
 ///
-/// As for [`with_encoded`]; `dst` is then left as it was.
+/// As for [`with_encoded`], and `dst` is then left as it was.
 #[cfg(test)]
 pub(crate) fn encode_data_frame<M: Message>(
     message: &M,

@@ -205,8 +205,8 @@ impl Router {
     /// the deadline passes, or `stopped` resolves because the caller went away.
     ///
     /// Takes the router by value, so the future owns all it needs and can be spawned as it
-    /// is. Every call allocates this future, so the refusals, which need more state, are
-    /// boxed and the future holds only what a served call needs.
+    /// is. Every call allocates this future, so the rejections, which need more state, are
+    /// boxed and the future contains only what a served call needs.
     pub(crate) async fn serve(
         self,
         peer: NodeId,
@@ -219,16 +219,16 @@ impl Router {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(status) => {
-                Box::pin(self.refuse_malformed(peer, reader, writer, status)).await;
+                Box::pin(self.reject_malformed(peer, reader, writer, status)).await;
                 return;
             }
         };
         let Some(_slot) = self.inner.in_flight.try_take() else {
-            Box::pin(self.refuse_over_limit(writer)).await;
+            Box::pin(self.reject_over_limit(writer)).await;
             return;
         };
         let Some(handler) = self.handler(&head.service, &head.method) else {
-            Box::pin(self.refuse_unknown_method(&head, writer)).await;
+            Box::pin(self.reject_unknown_method(&head, writer)).await;
             return;
         };
 
@@ -305,7 +305,7 @@ impl Router {
     }
 
     /// Ends a call whose head was malformed, logging it as the peer's fault.
-    async fn refuse_malformed(
+    async fn reject_malformed(
         &self,
         peer: NodeId,
         mut reader: FrameReader,
@@ -322,7 +322,7 @@ impl Router {
     }
 
     /// Ends a call with `ResourceExhausted` because every in-flight slot is taken.
-    async fn refuse_over_limit(&self, mut writer: FrameWriter) {
+    async fn reject_over_limit(&self, mut writer: FrameWriter) {
         Counters::add(&self.inner.counters.calls_rejected_in_flight);
         let limit = self.inner.config.max_in_flight_calls;
         let status = Status::resource_exhausted(format!(
@@ -334,13 +334,14 @@ impl Router {
     }
 
     /// Ends a call with `Unimplemented` because no handler serves its method.
-    async fn refuse_unknown_method(&self, head: &Head, mut writer: FrameWriter) {
+    async fn reject_unknown_method(&self, head: &Head, mut writer: FrameWriter) {
         Counters::add(&self.inner.counters.calls_unimplemented);
         let status = Status::unimplemented(format!(
             "no method {:?} in service {:?} on this node",
             head.method, head.service
         ))
         .mark_unprocessed();
+        debug!(service = %head.service, method = %head.method, "rejected a call to an unknown method");
         reject(&mut writer, status).await;
     }
 
@@ -420,8 +421,8 @@ impl fmt::Debug for Router {
     }
 }
 
-/// The number of calls being served, held under a limit. A call that finds every slot
-/// taken is refused at once, never queued, so a counter does what a semaphore would at a
+/// The number of calls being served, kept under a limit. A call that finds every slot
+/// taken is rejected at once, never queued, so a counter does what a semaphore would at a
 /// fraction of the cost.
 struct InFlight {
     count: AtomicUsize,

@@ -268,7 +268,7 @@ impl FrameReader {
         self.recv.stop(code);
     }
 
-    /// Takes the end of the stream if it has already arrived, without waiting; for a reader
+    /// Takes the end of the stream if it has already arrived, without waiting, for a reader
     /// done with its last frame. A QUIC stream dropped before its end is read tells the
     /// sender to stop, which costs a frame each way, though the end usually arrives in the
     /// same packet as the last frame.
@@ -278,15 +278,16 @@ impl FrameReader {
             return;
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        // Bytes past the last frame break the protocol; the drop then stops the sender.
+        // Bytes past the last frame break the protocol, and dropping the reader then stops
+        // the sender.
         let _ = self.poll_fill(&mut cx);
     }
 }
 
 /// Writes frames to a call's sending half, batching frames queued between flushes.
 ///
-/// The buffer is sized before each push from what the push writes, so each push allocates
-/// at most once instead of growing the buffer piece by piece.
+/// The buffer is sized before each head or message is pushed, from what the push writes, so
+/// such a push allocates at most once instead of growing the buffer piece by piece.
 pub(crate) struct FrameWriter {
     send: SendHalf,
     buf: BytesMut,
@@ -528,7 +529,7 @@ mod tests {
     }
 
     #[test]
-    fn request_with_head_over_limit_queues_nothing() {
+    fn oversized_head_queues_nothing() {
         let mut config = RpcConfig::default();
         config.max_head_size(64);
         let (_, duplex) = tokio::io::duplex(64);

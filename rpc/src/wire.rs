@@ -94,7 +94,7 @@ pub(crate) struct HeadFields<'a> {
 impl HeadFields<'_> {
     /// Returns an upper bound on the encoded body's length, for sizing a buffer.
     pub(crate) fn encoded_len_bound(&self) -> usize {
-        // Every string costs at most 5 bytes of marker and length; the map markers, the keys
+        // Every string costs at most 5 bytes of marker and length. The map markers, the keys
         // and the timeout fit in 64.
         let text = |text: &str| text.len() + 5;
         64 + text(self.service)
@@ -277,7 +277,7 @@ fn encode_map_frame(
 
 // The MessagePack forms heads and trails use, each in its shortest encoding, as the
 // specification recommends and `rmp_serde` writes. A length beyond 32 bits is written as
-// `u32::MAX`; such a body is far over any frame limit, which then rejects it.
+// `u32::MAX`, and such a body is far over any frame limit, which then rejects it.
 
 fn put_map_len(dst: &mut BytesMut, len: usize) {
     match u32::try_from(len) {
@@ -372,7 +372,8 @@ fn read_head(body: &[u8]) -> Option<Head> {
     (service && method && rest.is_empty()).then_some(head)
 }
 
-/// Reads a trail written as [`encode_trail_frame`] writes it; `None` as for [`read_head`].
+/// Reads a trail written as [`encode_trail_frame`] writes it, and returns `None` as
+/// [`read_head`] does.
 fn read_trail(body: &[u8]) -> Option<Trail> {
     let mut rest = body;
     let fields = read_map_len(&mut rest)?;
@@ -395,8 +396,8 @@ fn read_trail(body: &[u8]) -> Option<Trail> {
     (code && rest.is_empty()).then_some(trail)
 }
 
-/// Reads a map of string pairs. A repeated key, which serde would let the last value win
-/// for, is left to serde as well, so there is one rule for it.
+/// Reads a map of string pairs. A repeated key, for which serde keeps the last value, is
+/// left to serde as well, so that one rule applies.
 fn read_metadata(rest: &mut &[u8]) -> Option<Metadata> {
     let pairs = read_map_len(rest)?;
     let mut metadata = Metadata::new();
@@ -543,7 +544,7 @@ mod tests {
     }
 
     #[test]
-    fn direct_encoding_reads_back_with_serde_and_directly() {
+    fn encoding_reads_back_with_both_readers() {
         // Strings of every MessagePack length form: fixstr, str 8, str 16 and str 32.
         let mut long = full_head();
         long.metadata.insert("x-str16", "v".repeat(300));
@@ -570,10 +571,10 @@ mod tests {
         }
     }
 
-    /// Every body the direct reader accepts, serde accepts too, with the same result; so
+    /// Every body the direct reader accepts, serde accepts too, with the same result. So
     /// handing the rest to serde changes nothing a peer can observe.
     #[test]
-    fn direct_reader_agrees_with_serde_on_mutated_bodies() {
+    fn mutated_bodies_decode_as_serde_does() {
         let mut frame = BytesMut::new();
         encode_head_frame(&full_head().fields(), u32::MAX, &mut frame).unwrap();
         let head_body = body_of(&frame).to_vec();
@@ -635,7 +636,7 @@ mod tests {
     }
 
     #[test]
-    fn each_form_at_its_bounds_matches_rmp_serde() {
+    fn form_bounds_match_rmp_serde() {
         for value in [
             0,
             0x7f,
@@ -671,7 +672,7 @@ mod tests {
     }
 
     #[test]
-    fn bodies_the_direct_reader_leaves_to_serde() {
+    fn other_shapes_go_to_serde() {
         #[derive(Serialize)]
         struct Repeated {
             service: &'static str,

@@ -169,7 +169,7 @@ async fn deadline_fails_call_and_drops_handler() {
 /// A handler that spends the task's whole cooperative budget on every poll still ends at
 /// its deadline: the server's timer does not wait for budget.
 #[tokio::test]
-async fn deadline_drops_handler_that_spends_its_budget() {
+async fn deadline_drops_budget_spending_handler() {
     let router = Router::new(RpcConfig::default());
     let dropped = Arc::new(AtomicBool::new(false));
     let handler_dropped = dropped.clone();

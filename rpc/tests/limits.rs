@@ -298,7 +298,7 @@ async fn call_past_in_flight_limit_fails_at_once() {
 /// A slot comes back however a call ends: at its deadline and when its caller goes away,
 /// not only when the handler finishes.
 #[tokio::test]
-async fn in_flight_slot_returns_after_deadline_and_cancel() {
+async fn slot_returns_after_deadline_and_cancel() {
     init_logs();
     let trust = cluster();
     let mut one_call = RpcConfig::default();

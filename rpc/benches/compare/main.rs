@@ -108,7 +108,10 @@ fn main() -> Result<()> {
             Some(index) => args
                 .get(index + 1)
                 .and_then(|value| value.parse().ok())
-                .ok_or("--in-flight needs a number of calls")?,
+                .filter(|&calls: &usize| calls > 0)
+                .ok_or(
+                    "invalid or missing --in-flight value: expected a number of calls above 0",
+                )?,
             None => 128,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
