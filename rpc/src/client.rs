@@ -158,8 +158,8 @@ impl CallStream {
         Ok((requests, replies))
     }
 
-    /// [`unary`](Self::unary) without the deadline's timer, for a caller that already runs
-    /// it under one.
+    /// Makes a unary call as [`unary`](Self::unary) does, without a timer for the deadline,
+    /// for a caller that already runs it under one.
     pub(crate) async fn unary_within<Req: Message, Resp: Message>(
         mut self,
         service: &str,

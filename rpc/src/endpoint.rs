@@ -15,6 +15,7 @@ use thiserror::Error;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, debug_span, info, trace, warn};
 
+use crate::HashMap;
 use crate::client::{CallStream, ClientStreaming, with_deadline};
 use crate::config::RpcConfig;
 use crate::context::CallOptions;
@@ -537,10 +538,6 @@ fn transport_config(config: &RpcConfig) -> Result<TransportConfig, BindError> {
         .keep_alive_interval(config.keep_alive_interval);
     Ok(transport)
 }
-
-/// A map hashed with foldhash, seeded at random per process: much cheaper than the standard
-/// SipHash for a lookup on every call, and its keys are peers this node authenticated.
-type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 /// Live connections by peer, and a lock per peer so that only one handshake runs at once.
 ///

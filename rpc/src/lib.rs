@@ -68,5 +68,11 @@ pub use stats::Stats;
 pub use status::{Code, Status, UNPROCESSED_METADATA_KEY};
 pub use streaming::{ReplySink, RequestSink, Streaming};
 pub use tokio_util::sync::CancellationToken;
+
+/// The map for lookups made on every call (handlers by name, connections by peer), hashed
+/// with foldhash seeded at random per process. It is cheaper than the standard SipHash, and
+/// its keys are names this node registered and peers it authenticated, not an outsider's
+/// choice.
+pub(crate) type HashMap<K, V> = foldhash::HashMap<K, V>;
 pub use trust::{MIN_CLUSTER_KEY_LEN, Trust, TrustError};
 pub use wire::{Head, Trail};

@@ -16,6 +16,7 @@ use tokio::task::unconstrained;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, trace, trace_span, warn};
 
+use crate::HashMap;
 use crate::config::RpcConfig;
 use crate::context::Context;
 use crate::frame::{Frame, FrameKind};
@@ -35,10 +36,6 @@ use crate::wire::{Head, Trail, kind_name};
 pub const ANY_METHOD: &str = "*";
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-
-/// A map hashed with foldhash, seeded at random per process: much cheaper than the standard
-/// SipHash for the lookups on every call, and its keys are the services this node registered.
-type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 /// Handlers by service name, then by method name.
 type Services = HashMap<String, HashMap<String, Arc<dyn Handler>>>;
