@@ -338,7 +338,11 @@ impl Router {
             head.method, head.service
         ))
         .mark_unprocessed();
-        debug!(service = %head.service, method = %head.method, "rejected a call to an unknown method");
+        debug!(
+            service = %head.service,
+            method = %head.method,
+            "rejected a call to an unknown method"
+        );
         reject(&mut writer, status).await;
     }
 
